@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:
+#   make up     optimize the model and deploy the stack (default STACK=dev)
+#   make test   install what the tests need and run the whole suite
+# Also: make preview, make destroy, make lint, make examples.
+
+STACK ?= dev
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up preview destroy test lint examples clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+examples: $(STAMP)
+	$(PY) -m examples.digits.train --out examples/digits/build
+	$(PY) -m examples.text.train --out examples/text/build
+
+up: examples
+	scripts/pulumi.sh $(STACK) up $(ARGS)
+
+preview: examples
+	scripts/pulumi.sh $(STACK) preview --diff $(ARGS)
+
+destroy: $(STAMP)
+	scripts/pulumi.sh $(STACK) destroy $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) examples/*/build .pytest_cache .mypy_cache .ruff_cache

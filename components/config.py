@@ -1,0 +1,497 @@
+"""Typed stack configuration, validated before any resource is registered.
+
+Every `modelstack:*` key of a stack is read here into one `StackConfig`. Each
+problem becomes one line of a `ConfigError` naming the stack file, the key,
+what was given and what is expected; unknown keys get a "did you mean". The
+structured sections are documented in docs/configuration.md.
+
+This module imports no torch: it runs on every `pulumi preview`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from optimize.recipe import Recipe, RecipeError, load_recipe
+
+from .naming import dns_label, is_dns_label, stack_namespace
+
+NAMESPACE = "modelstack"
+
+CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(ValueError):
+    """Stack configuration that cannot work; one problem per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n  - " + "\n  - ".join(problems))
+
+
+class _Section(BaseModel):
+    """Strict, camelCase, unknown keys rejected: typos fail instead of being ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=False
+    )
+
+
+def _check_dns_label(value: str | None) -> str | None:
+    if value is not None and not is_dns_label(value):
+        raise ValueError("must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters")
+    return value
+
+
+class ModelSection(_Section):
+    """The source model and the data that validates it."""
+
+    source: str = Field(min_length=1)
+    format: Literal["auto", "torchscript", "export", "state_dict", "onnx"] = "auto"
+    factory: str | None = None
+    sha256: str | None = None
+    validation_data: str | None = None
+    calibration_data: str | None = None
+    name: str | None = None
+
+    _name = field_validator("name")(_check_dns_label)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256.match(value):
+            raise ValueError("must be 64 lower-case hex characters (sha256sum output)")
+        return value
+
+    @field_validator("factory")
+    @classmethod
+    def _module_colon_function(cls, value: str | None) -> str | None:
+        if value is not None and not FACTORY.match(value):
+            raise ValueError("must look like 'package.module:function'")
+        return value
+
+    @property
+    def resolved_format(self) -> str:
+        """The declared format, or the one the file name and factory imply."""
+        if self.format != "auto":
+            return self.format
+        suffix = Path(self.source).suffix.lower()
+        if suffix == ".onnx":
+            return "onnx"
+        if suffix == ".pt2":
+            return "export"
+        return "state_dict" if self.factory else "torchscript"
+
+
+class ArtifactsSection(_Section):
+    """Where optimized artifacts are published: a local directory or s3://bucket/prefix."""
+
+    store: str = ".modelstack/artifacts"
+    region: str | None = None
+    endpoint: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @property
+    def is_s3(self) -> bool:
+        return self.store.startswith("s3://")
+
+
+class ClusterSection(_Section):
+    """The Kubernetes cluster the stack deploys to."""
+
+    provider: Literal["kind", "eks", "existing"]
+    context: str | None = None
+    name: str | None = None
+    region: str | None = None
+
+
+class RegistrySection(_Section):
+    """Where the serving image is pushed."""
+
+    type: Literal["local", "ecr", "external"]
+    port: int = Field(5001, ge=1024, le=65535)
+    repository: str | None = None
+    keep_last_images: int = Field(30, ge=1, le=1000)
+    url: str | None = None
+    username: str | None = None
+
+
+class GpuSection(_Section):
+    """The GPU node pool, if any."""
+
+    pool: Literal["none", "eks-managed", "karpenter"] = "none"
+    instance_types: list[str] = Field(default_factory=list)
+    ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "AL2_x86_64_GPU"] = "AL2023_x86_64_NVIDIA"
+    min_size: int = Field(0, ge=0, le=1000)
+    max_size: int = Field(1, ge=1, le=1000)
+    desired_size: int = Field(0, ge=0, le=1000)
+
+
+class AutoscalingSection(_Section):
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(1, ge=1, le=1000)
+    target_cpu_utilization: int = Field(70, ge=1, le=100)
+
+
+class PdbSection(_Section):
+    enabled: bool = False
+    min_available: int = Field(1, ge=1, le=1000)
+
+
+class ServingSection(_Section):
+    """The inference Deployment and what surrounds it."""
+
+    replicas: int = Field(1, ge=1, le=1000)
+    namespace: str | None = None
+    port: int = Field(8080, ge=1024, le=65535)
+    gpu: int = Field(0, ge=0, le=16)
+    cpu: str = "1"
+    memory: str = "1Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_queue_size: int = Field(256, ge=1, le=100_000)
+    autoscaling: AutoscalingSection = AutoscalingSection()
+    pdb: PdbSection = PdbSection()
+    allowed_ingress_namespaces: list[str] = Field(default_factory=list)
+
+    _namespace = field_validator("namespace")(_check_dns_label)
+
+    @field_validator("cpu", "cpu_limit")
+    @classmethod
+    def _cpu(cls, value: str | None) -> str | None:
+        if value is not None and not CPU_QUANTITY.match(value):
+            raise ValueError("must be a Kubernetes CPU quantity such as '500m' or '2'")
+        return value
+
+    @field_validator("memory", "memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and not MEMORY_QUANTITY.match(value):
+            raise ValueError("must be a Kubernetes memory quantity such as '512Mi' or '4Gi'")
+        return value
+
+    @field_validator("allowed_ingress_namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not is_dns_label(v)]
+        if bad:
+            raise ValueError(f"{bad} are not valid namespace names (DNS-1123 labels)")
+        return value
+
+
+class MonitoringSection(_Section):
+    """Metrics, alerts and dashboards."""
+
+    mode: Literal["none", "lightweight", "kube-prometheus-stack"] = "lightweight"
+    availability_target: float = Field(0.999, ge=0.9, le=0.99999)
+    latency_multiplier: float = Field(2.0, ge=1.0, le=100.0)
+    chart_version: str | None = None
+    namespace: str | None = None
+
+    _namespace = field_validator("namespace")(_check_dns_label)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelSection,
+    "artifacts": ArtifactsSection,
+    "cluster": ClusterSection,
+    "registry": RegistrySection,
+    "gpu": GpuSection,
+    "serving": ServingSection,
+    "monitoring": MonitoringSection,
+}
+REQUIRED_SECTIONS = ("model", "cluster", "registry")
+SCALAR_KEYS = ("recipe",)
+SECRET_KEYS = ("registryPassword", "grafanaAdminPassword")
+ALL_KEYS = (*SECTIONS, *SCALAR_KEYS, *SECRET_KEYS)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the program needs, validated. Secrets are Pulumi Outputs (kept secret)."""
+
+    project: str
+    stack: str
+    project_dir: Path
+    recipe_spec: str
+    recipe: Recipe
+    model: ModelSection
+    artifacts: ArtifactsSection
+    cluster: ClusterSection
+    registry: RegistrySection
+    gpu: GpuSection
+    serving: ServingSection
+    monitoring: MonitoringSection
+    secrets: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.serving.namespace or stack_namespace(self.project, self.stack)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name or dns_label(Path(self.model.source).stem)
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.serving.gpu > 0
+
+    def path(self, relative: str) -> Path:
+        """A config path, relative to the project directory."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.project_dir / p
+
+
+def stack_file(stack: str) -> str:
+    return f"Pulumi.{stack}.yaml"
+
+
+def parse_stack_config(
+    raw: dict[str, str],
+    *,
+    project: str,
+    stack: str,
+    project_dir: Path,
+    check_files: bool = True,
+) -> StackConfig:
+    """Validate raw config (full 'ns:key' -> value as the engine passes it: objects JSON-encoded).
+
+    Secrets are only checked for presence here; `load_stack_config` reads them.
+    """
+    where = stack_file(stack)
+    problems: list[str] = []
+    own = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(f"{project}:")}
+
+    for key in own:
+        if key not in ALL_KEYS:
+            problems.append(f"{where}: {project}:{key}: unknown key{_did_you_mean(key, ALL_KEYS)}")
+
+    sections: dict[str, Any] = {}
+    for name, model in SECTIONS.items():
+        key = f"{project}:{name}"
+        if name not in own:
+            if name in REQUIRED_SECTIONS:
+                problems.append(f"{where}: {key}: missing; expected an object ({_fields_of(model)})")
+                continue
+            sections[name] = model()
+            continue
+        value = _decode(own[name])
+        if not isinstance(value, dict):
+            problems.append(f"{where}: {key}: expected an object ({_fields_of(model)}), got {value!r}")
+            continue
+        try:
+            sections[name] = model.model_validate(value)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, where, key, model))
+
+    recipe_spec = own.get("recipe", "int8-dynamic")
+    recipe: Recipe | None = None
+    try:
+        recipe = load_recipe(recipe_spec, base_dir=project_dir)
+    except RecipeError as exc:
+        problems.append(f"{where}: {project}:recipe: {exc}")
+
+    if problems:
+        raise ConfigError(problems)
+    assert recipe is not None
+    cfg = StackConfig(project=project, stack=stack, project_dir=project_dir, recipe_spec=recipe_spec,
+                      recipe=recipe, **sections)
+    problems = _check_combinations(cfg, own, where)
+    if check_files:
+        problems += _check_files(cfg, where)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_combinations(cfg: StackConfig, own: dict[str, str], where: str) -> list[str]:
+    """Rules that span keys: each names both keys and how to fix it."""
+    p = cfg.project
+    out: list[str] = []
+    cpu_only = cfg.gpu.pool == "none"
+    if cfg.recipe.needs_gpu and cpu_only:
+        out.append(f"{where}: {p}:recipe: '{cfg.recipe_spec}' converts to fp16, which needs a GPU, but {p}:gpu.pool is "
+                   "'none'; use an int8 recipe (int8-dynamic, int8-static) on CPU stacks or add a GPU pool")
+    if cfg.serving.gpu and cpu_only:
+        out.append(f"{where}: {p}:serving.gpu: {cfg.serving.gpu} GPU(s) requested but {p}:gpu.pool is 'none'; "
+                   "set gpu.pool to eks-managed or karpenter, or serving.gpu to 0")
+    if not cpu_only and cfg.cluster.provider != "eks":
+        out.append(f"{where}: {p}:gpu.pool: '{cfg.gpu.pool}' provisions EKS nodes but {p}:cluster.provider is "
+                   f"'{cfg.cluster.provider}'; use cluster.provider 'eks' or gpu.pool 'none'")
+    if not cpu_only and not cfg.gpu.instance_types:
+        out.append(f"{where}: {p}:gpu.instanceTypes: empty; list GPU instance types such as ['g5.xlarge']")
+    if cfg.gpu.pool == "eks-managed" and not cfg.gpu.min_size <= cfg.gpu.desired_size <= cfg.gpu.max_size:
+        out.append(f"{where}: {p}:gpu: need minSize <= desiredSize <= maxSize, got {cfg.gpu.min_size} <= "
+                   f"{cfg.gpu.desired_size} <= {cfg.gpu.max_size}")
+    out += _check_cluster(cfg, where)
+    out += _check_registry(cfg, where)
+    out += _check_scaling(cfg, where)
+    if cfg.recipe.needs_calibration and not cfg.model.calibration_data:
+        out.append(f"{where}: {p}:model.calibrationData: recipe '{cfg.recipe_spec}' quantizes statically and needs a "
+                   "calibration set (.npz with the input under 'x'); set it or use int8-dynamic")
+    if cfg.model.resolved_format == "state_dict" and not cfg.model.factory:
+        out.append(f"{where}: {p}:model.factory: a state_dict source needs 'package.module:function' that builds "
+                   "the architecture")
+    if cfg.model.factory and cfg.model.resolved_format != "state_dict":
+        out.append(f"{where}: {p}:model.factory: only used with format 'state_dict', but the source is "
+                   f"'{cfg.model.resolved_format}'; remove it")
+    if cfg.monitoring.mode == "kube-prometheus-stack" and not cfg.monitoring.chart_version:
+        out.append(f"{where}: {p}:monitoring.chartVersion: kube-prometheus-stack needs a pinned chart version")
+    out += _missing_secrets(cfg, own, where)
+    return out
+
+
+def _check_cluster(cfg: StackConfig, where: str) -> list[str]:
+    p, c = cfg.project, cfg.cluster
+    out = []
+    if c.provider == "eks" and not (c.name and c.region):
+        out.append(f"{where}: {p}:cluster: provider 'eks' needs 'name' and 'region' of the existing EKS cluster")
+    if c.provider in ("kind", "existing") and not c.context:
+        out.append(f"{where}: {p}:cluster.context: provider '{c.provider}' needs the kubeconfig context to deploy to "
+                   "(`kubectl config get-contexts`)")
+    return out
+
+
+def _check_registry(cfg: StackConfig, where: str) -> list[str]:
+    p, r = cfg.project, cfg.registry
+    out = []
+    if r.type == "local" and cfg.cluster.provider != "kind":
+        out.append(f"{where}: {p}:registry.type: 'local' runs next to a kind cluster, but cluster.provider is "
+                   f"'{cfg.cluster.provider}'; use 'ecr' or 'external'")
+    if r.type == "external" and not (r.url and r.username):
+        out.append(f"{where}: {p}:registry: type 'external' needs 'url' and 'username'")
+    if r.type != "external" and (r.url or r.username):
+        out.append(f"{where}: {p}:registry: 'url'/'username' only apply to type 'external', not '{r.type}'")
+    return out
+
+
+def _check_scaling(cfg: StackConfig, where: str) -> list[str]:
+    p, s = cfg.project, cfg.serving
+    out = []
+    if s.autoscaling.enabled and s.autoscaling.min_replicas > s.autoscaling.max_replicas:
+        out.append(f"{where}: {p}:serving.autoscaling: minReplicas {s.autoscaling.min_replicas} > maxReplicas "
+                   f"{s.autoscaling.max_replicas}")
+    floor = s.autoscaling.min_replicas if s.autoscaling.enabled else s.replicas
+    if s.pdb.enabled and s.pdb.min_available >= floor:
+        out.append(f"{where}: {p}:serving.pdb.minAvailable: {s.pdb.min_available} must be below the replica count "
+                   f"({floor}), or no pod could ever be evicted and node drains would hang")
+    if s.gpu and s.autoscaling.enabled and cfg.gpu.pool == "eks-managed" and \
+            s.autoscaling.max_replicas * s.gpu > cfg.gpu.max_size * 8:
+        out.append(f"{where}: {p}:serving.autoscaling.maxReplicas: {s.autoscaling.max_replicas} pods x {s.gpu} GPU "
+                   f"cannot fit on gpu.maxSize {cfg.gpu.max_size} nodes")
+    return out
+
+
+def _missing_secrets(cfg: StackConfig, own: dict[str, str], where: str) -> list[str]:
+    needed = []
+    if cfg.monitoring.mode != "none":
+        needed.append(("grafanaAdminPassword", "the Grafana admin password"))
+    if cfg.registry.type == "external":
+        needed.append(("registryPassword", f"the password of {cfg.registry.username}@{cfg.registry.url}"))
+    return [
+        f"{where}: {cfg.project}:{key}: missing secret ({what}); run "
+        f"`pulumi config set --secret --stack {cfg.stack} {key}` and paste the value at the prompt"
+        for key, what in needed
+        if key not in own
+    ]
+
+
+def _check_files(cfg: StackConfig, where: str) -> list[str]:
+    out = []
+    files = {"model.source": cfg.model.source, "model.validationData": cfg.model.validation_data,
+             "model.calibrationData": cfg.model.calibration_data}
+    for key, value in files.items():
+        if value is None or value.startswith("s3://"):
+            continue
+        if not cfg.path(value).is_file():
+            hint = " (run `make examples` to build the example models)" if value.startswith("examples/") else ""
+            out.append(f"{where}: {cfg.project}:{key}: file '{value}' does not exist{hint}")
+    return out
+
+
+def _decode(value: str) -> Any:
+    """The engine hands objects over JSON-encoded; plain strings stay strings."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _fields_of(model: type[_Section]) -> str:
+    return "keys: " + ", ".join(f.alias or n for n, f in model.model_fields.items())
+
+
+def _did_you_mean(key: str, choices: Any) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _describe(exc: ValidationError, where: str, key: str, model: type[_Section]) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        full = f"{key}.{path}" if path else key
+        if err["type"] == "extra_forbidden":
+            owner = _nested_model(model, err["loc"][:-1])
+            known = [f.alias or n for n, f in owner.model_fields.items()]
+            out.append(f"{where}: {full}: unknown key{_did_you_mean(str(err['loc'][-1]), known)} "
+                       f"(known keys: {', '.join(known)})")
+        elif err["type"] == "missing":
+            out.append(f"{where}: {full}: missing; it is required")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(f"{where}: {full}: {msg}; got {err.get('input')!r}")
+    return out
+
+
+def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """Follow an error location through nested sections to the model that owns its last key."""
+    current = model
+    for part in loc:
+        by_alias = {f.alias or n: f for n, f in current.model_fields.items()}
+        field_info = by_alias.get(str(part))
+        annotation = field_info.annotation if field_info else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            current = annotation
+    return current
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate the current stack's config from the Pulumi engine."""
+    import pulumi
+    from pulumi.runtime.config import CONFIG  # the only way to list every key, which unknown-key checks need
+
+    project, stack = pulumi.get_project(), pulumi.get_stack()
+    project_dir = _project_dir(pulumi.runtime.get_root_directory())
+    raw = dict(CONFIG.get())
+    cfg = parse_stack_config(raw, project=project, stack=stack, project_dir=project_dir)
+    reader = pulumi.Config(project)
+    secrets = {key: reader.require_secret(key) for key in SECRET_KEYS if f"{project}:{key}" in raw}
+    return replace(cfg, secrets=secrets)
+
+
+def _project_dir(engine_root: str | None) -> Path:
+    """The directory of Pulumi.yaml: the engine's root, else the one above this package."""
+    if engine_root and (Path(engine_root) / "Pulumi.yaml").is_file():
+        return Path(engine_root)
+    return Path(__file__).resolve().parents[1]

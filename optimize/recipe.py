@@ -1,0 +1,167 @@
+"""Declarative optimization recipes: what the pipeline does to a model.
+
+A recipe is a frozen pydantic model that validates on construction and
+round-trips to YAML/JSON, in the spirit of Optimum's QuantizationConfig.
+This module must stay light (no torch, no onnxruntime): the Pulumi program
+imports it on every preview to validate stack config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+QuantizeMode = Literal["none", "dynamic_int8", "static_int8", "fp16"]
+GraphLevel = Literal["disabled", "basic", "extended", "all"]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used, with a message naming the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PruneSpec(_Frozen):
+    """Pruning with torch.nn.utils.prune, made permanent before export."""
+
+    method: Literal["none", "global_unstructured", "structured"] = "none"
+    amount: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of weights (or rows/channels) removed.")
+
+    @model_validator(mode="after")
+    def _amount_matches_method(self) -> PruneSpec:
+        if self.method == "none" and self.amount:
+            raise ValueError("prune.amount is set but prune.method is 'none'; set a method or drop the amount")
+        if self.method != "none" and not self.amount:
+            raise ValueError(f"prune.method is '{self.method}' but prune.amount is 0; give a fraction in (0, 1)")
+        return self
+
+
+class ExportSpec(_Frozen):
+    """torch -> ONNX export."""
+
+    opset: int = Field(18, ge=13, le=23)
+    dynamic_batch: bool = True
+
+
+class GraphSpec(_Frozen):
+    """ONNX Runtime offline graph optimization saved into the artifact."""
+
+    optimization_level: GraphLevel = "extended"
+
+
+class QuantizeSpec(_Frozen):
+    """Quantization with onnxruntime.quantization (or fp16 conversion)."""
+
+    mode: QuantizeMode = "dynamic_int8"
+    per_channel: bool = True
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+
+
+class GateSpec(_Frozen):
+    """The accuracy gate: a build that misses it fails and publishes nothing."""
+
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Top-1 drop allowed, as a fraction.")
+    min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="Argmax agreement with the source model.")
+
+
+class BenchmarkSpec(_Frozen):
+    """Latency benchmark: each engine in its own process, same threads."""
+
+    threads: int = Field(2, ge=1, le=256)
+    batch_sizes: tuple[int, ...] = Field((1, 8), min_length=1)
+    warmup: int = Field(10, ge=0)
+    iterations: int = Field(100, ge=1)
+
+
+class Recipe(_Frozen):
+    """A whole optimization recipe."""
+
+    name: str = Field("custom", min_length=1, max_length=63)
+    prune: PruneSpec = PruneSpec()
+    export: ExportSpec = ExportSpec()
+    graph: GraphSpec = GraphSpec()
+    quantize: QuantizeSpec = QuantizeSpec()
+    gate: GateSpec = GateSpec()
+    benchmark: BenchmarkSpec = BenchmarkSpec()
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Static int8 needs a calibration set."""
+        return self.quantize.mode == "static_int8"
+
+    @property
+    def needs_gpu(self) -> bool:
+        """fp16 kernels only pay off (and are only complete) on CUDA."""
+        return self.quantize.mode == "fp16"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "recipe") -> Recipe:
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise RecipeError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem: 'field.path: message (got value)'."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "recipe"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+PRESETS: dict[str, Recipe] = {
+    "int8-dynamic": Recipe(name="int8-dynamic", quantize=QuantizeSpec(mode="dynamic_int8")),
+    "int8-static": Recipe(name="int8-static", quantize=QuantizeSpec(mode="static_int8")),
+    "fp16": Recipe(name="fp16", quantize=QuantizeSpec(mode="fp16")),
+    "fp32": Recipe(
+        name="fp32", quantize=QuantizeSpec(mode="none"), gate=GateSpec(max_accuracy_drop=0.0, min_agreement=0.999)
+    ),
+    "prune50-int8": Recipe(
+        name="prune50-int8",
+        prune=PruneSpec(method="global_unstructured", amount=0.5),
+        quantize=QuantizeSpec(mode="dynamic_int8"),
+    ),
+}
+
+
+def load_recipe(spec: str, base_dir: Path | None = None) -> Recipe:
+    """A preset name, or a path to a YAML/JSON recipe file (relative to base_dir)."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if path.suffix.lower() not in {".yaml", ".yml", ".json"}:
+        raise RecipeError(
+            f"recipe '{spec}' is neither a preset ({', '.join(sorted(PRESETS))}) nor a .yaml/.yml/.json file"
+        )
+    if not path.is_file():
+        raise RecipeError(f"recipe file '{spec}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML, so one loader reads both
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe file '{spec}' is not valid YAML/JSON: {exc}") from None
+    return Recipe.from_dict(data, source=str(spec))

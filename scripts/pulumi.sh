@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run a Pulumi command on a stack with the project's defaults:
+#   scripts/pulumi.sh STACK COMMAND [ARGS...]
+# - state in a local file backend under the repo (.modelstack/state) unless
+#   PULUMI_BACKEND_URL is set (e.g. s3://... for a team);
+# - a passphrase secrets provider; the passphrase comes from
+#   PULUMI_CONFIG_PASSPHRASE(_FILE), or for dev-like stacks from a generated,
+#   git-ignored file .modelstack/passphrase;
+# - the stack is selected, or created on first use;
+# - dev-like stacks get a generated Grafana admin password on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stack=${1:?usage: scripts/pulumi.sh STACK COMMAND [ARGS...]}
+command=${2:?usage: scripts/pulumi.sh STACK COMMAND [ARGS...]}
+shift 2
+
+.venv/bin/python scripts/preflight.py "$stack" "$command"
+
+mkdir -p .modelstack/state
+export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-file://$PWD/.modelstack/state}
+if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}" && -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]]; then
+  if [[ "$stack" == prod ]]; then
+    echo "error: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) for the prod stack's secrets" >&2
+    exit 2
+  fi
+  if [[ ! -s .modelstack/passphrase ]]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > .modelstack/passphrase)
+  fi
+  export PULUMI_CONFIG_PASSPHRASE_FILE=$PWD/.modelstack/passphrase
+fi
+
+if ! pulumi stack select "$stack" 2>/dev/null; then
+  copy=()
+  [[ "$stack" != dev && "$stack" != prod ]] && copy=(--copy-config-from dev)
+  pulumi stack init "$stack" --secrets-provider passphrase "${copy[@]}"
+fi
+
+if [[ "$stack" != prod ]] && ! pulumi config get grafanaAdminPassword >/dev/null 2>&1; then
+  .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))' | pulumi config set --secret grafanaAdminPassword
+fi
+
+exec pulumi "$command" --stack "$stack" "$@"

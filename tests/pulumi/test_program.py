@@ -1,0 +1,95 @@
+"""The whole program under mocks, once per stack file: the resource graph it registers."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from tests.pulumi_harness import stack_config
+
+STACKS = ("dev", "prod")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_runs_and_exports(program, stack):
+    run = program(stack)
+    assert run.resources, "nothing registered"
+    cfg = stack_config(stack)
+    assert run.outputs["namespace"] == f"modelstack-{stack}"
+    assert run.outputs["modelName"] == cfg["modelstack:model"]["name"]
+    assert run.outputs["recipe"] == cfg["modelstack:recipe"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubernetes_objects_use_the_pinned_provider(program, stack):
+    run = program(stack)
+    provider = run.one("pulumi:providers:kubernetes")
+    assert provider.inputs["context"] == stack_config(stack)["modelstack:cluster"]["context"]
+    k8s_objects = [r for r in run.resources if r.type.startswith("kubernetes:")]
+    assert k8s_objects
+    for obj in k8s_objects:
+        assert obj.provider.startswith(provider.urn + "::"), f"{obj.name} does not use the stack's provider"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_children_are_parented_to_their_component(program, stack):
+    run = program(stack)
+    component = run.one("modelstack:index:ModelService")
+    for type_ in ("kubernetes:core/v1:Namespace", "kubernetes:core/v1:ServiceAccount"):
+        child = run.one(type_)
+        assert child.parent == component.urn
+        assert child.name.startswith(component.name + "-")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_namespace_enforces_restricted_pod_security(program, stack):
+    labels = program(stack).one("kubernetes:core/v1:Namespace").inputs["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_object_carries_the_recommended_labels(program, stack):
+    run = program(stack)
+    for obj in (r for r in run.resources if r.type.startswith("kubernetes:")):
+        labels = obj.inputs["metadata"]["labels"]
+        for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
+            assert f"app.kubernetes.io/{key}" in labels, f"{obj.type} {obj.name} lacks app.kubernetes.io/{key}"
+
+
+def test_service_account_mounts_no_token(program):
+    sa = program("dev").one("kubernetes:core/v1:ServiceAccount")
+    assert sa.inputs["automountServiceAccountToken"] is False
+
+
+def test_short_lived_stack_copied_from_dev_does_not_collide(program):
+    """`pulumi stack init pr-123 --copy-config-from dev`: same config, other names."""
+    dev = program("dev")
+    pr = program("PR_123", config=stack_config("dev"))
+    dev_names = {(r.type, r.inputs.get("metadata", {}).get("namespace"), r.inputs.get("metadata", {}).get("name"))
+                 for r in dev.resources if r.type.startswith("kubernetes:")}
+    pr_names = {(r.type, r.inputs.get("metadata", {}).get("namespace"), r.inputs.get("metadata", {}).get("name"))
+                for r in pr.resources if r.type.startswith("kubernetes:")}
+    assert pr.outputs["namespace"] == "modelstack-pr-123"
+    assert not dev_names & pr_names
+
+
+def test_secrets_are_read_as_secret_outputs(program):
+    from components.config import load_stack_config
+
+    program("prod")  # sets up the mocked engine with prod's config plus the operator's secrets
+    cfg = load_stack_config()
+    password = cfg.secrets["grafanaAdminPassword"]
+    assert isinstance(password, pulumi.Output)
+    assert pulumi.runtime.sync_await._sync_await(password.is_secret())
+
+
+def test_no_secret_value_in_outputs_or_inputs_in_plain_text(program):
+    secret = "not-a-real-password-7f3a"
+    run = program("prod", secrets={"grafanaAdminPassword": secret})
+    for res in run.resources:
+        if secret in repr(res.inputs):
+            assert res.secret_inputs, f"{res.type} {res.name} holds the password in plain text"
+    for key, value in run.outputs.items():
+        if secret in repr(value):
+            assert key in run.secret_outputs

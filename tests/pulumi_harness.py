@@ -1,0 +1,169 @@
+"""Run the whole Pulumi program under `pulumi.runtime.set_mocks` for a stack file.
+
+The stack file's values go through `set_all_config` the way the engine passes
+them (objects JSON-encoded, project-level defaults from Pulumi.yaml applied,
+secrets marked secret), the program runs in-process, and every registration
+is recorded with its type, name, inputs, parent and dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime.stack import Stack, run_pulumi_func, wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "modelstack"
+
+
+@dataclass
+class Registered:
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str
+    dependencies: list[str]
+    custom: bool
+    provider: str
+    secret_inputs: bool
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    resources: list[Registered] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+    error: BaseException | None = None
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Registered:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, got {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    """Resources echo their inputs as outputs with a predictable id."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ.startswith("kubernetes:") and "metadata" in outputs:
+            meta = dict(outputs["metadata"] or {})
+            meta.setdefault("name", f"{args.name}-mock")  # what auto-naming would give
+            outputs["metadata"] = meta
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _RecordingMonitor(mocks.MockMonitor):
+    """A mock monitor that also keeps what the real engine would see of each registration."""
+
+    def __init__(self, run: ProgramRun):
+        super().__init__(_Mocks())
+        self.run = run
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs, has_secret = rpc.deserialize_properties_unwrap_secrets(request.object)
+            self.run.resources.append(Registered(
+                urn=response.urn, type=request.type, name=request.name, inputs=inputs,
+                parent=request.parent, dependencies=list(request.dependencies), custom=request.custom,
+                provider=request.provider, secret_inputs=has_secret,
+            ))
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        if request.urn.split("::")[-2] == "pulumi:pulumi:Stack":
+            for key, value in request.outputs.fields.items():
+                plain, secret = rpc.deserialize_properties_unwrap_secrets(_wrap(key, value))
+                self.run.outputs[key] = plain[key]
+                if secret:
+                    self.run.secret_outputs.add(key)
+        return super().RegisterResourceOutputs(request)
+
+
+def _wrap(key: str, value: Any) -> Any:
+    from google.protobuf import struct_pb2
+
+    s = struct_pb2.Struct()
+    s.fields[key].CopyFrom(value)
+    return s
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of Pulumi.<stack>.yaml."""
+    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    return dict(data.get("config") or {})
+
+
+def engine_config(values: dict[str, Any]) -> dict[str, str]:
+    """What the engine hands the program: project defaults applied, objects JSON-encoded."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    merged: dict[str, Any] = {}
+    for key, decl in (project.get("config") or {}).items():
+        default = decl.get("default") if isinstance(decl, dict) else decl
+        if default is not None:
+            merged[f"{PROJECT}:{key}"] = default
+    merged.update(values)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in merged.items()}
+
+
+def run_program(
+    stack: str,
+    config: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+    preview: bool = False,
+    raise_errors: bool = True,
+) -> ProgramRun:
+    """Run __main__.py for `stack` with `config` (default: Pulumi.<stack>.yaml) plus `secrets`.
+
+    `secrets` are what `pulumi config set --secret KEY` would add. Exceptions
+    from the program propagate (a pulumi.RunError for bad config), or with
+    raise_errors=False land in `ProgramRun.error` next to what was registered.
+    """
+    values = stack_config(stack) if config is None else dict(config)
+    secret_keys = []
+    for key, value in (secrets or {}).items():
+        values[f"{PROJECT}:{key}"] = value
+        secret_keys.append(f"{PROJECT}:{key}")
+
+    run = ProgramRun(stack=stack)
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=preview,
+                             monitor=_RecordingMonitor(run))
+    pulumi.runtime.set_all_config(engine_config(values), secret_keys)
+    settings.SETTINGS.root_directory = str(ROOT)  # the engine sets it to the directory of Pulumi.yaml
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    # set_mocks finishes its root Stack at once; use a fresh one that registers
+    # the program's exports when the program is done, as the engine's does.
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    root = Stack()
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi__")))
+    except Exception as exc:
+        if raise_errors:
+            raise
+        run.error = exc
+    finally:
+        root._finish()
+        _sync_await(wait_for_rpcs())
+    return run
