@@ -21,11 +21,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 MANIFEST = "manifest.json"
+BUILDS = "builds"  # build key -> digest index, so an unchanged build is a cache hit
 CHUNK = 1 << 20
 
 
@@ -78,6 +80,18 @@ class ArtifactStore(Protocol):
         """Copy a published artifact into dest (a new directory), verified; return dest."""
         ...
 
+    def read(self, digest: str, name: str) -> bytes:
+        """One file of a published artifact, verified against the manifest."""
+        ...
+
+    def lookup(self, build_key: str) -> str | None:
+        """The digest an earlier build with these inputs published, if any."""
+        ...
+
+    def record(self, build_key: str, digest: str) -> None:
+        """Remember which digest a build key produced (after the artifact is published)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LocalStore:
@@ -98,6 +112,7 @@ class LocalStore:
             return self.uri(digest)
         manifest = build_manifest(digest, files)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale_staging()
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.root))
         try:
             for name, src in files.items():
@@ -115,6 +130,13 @@ class LocalStore:
             shutil.rmtree(staging, ignore_errors=True)
         return self.uri(digest)
 
+    def _sweep_stale_staging(self, max_age_s: float = 3600.0) -> None:
+        """Remove staging left by a killed publisher; readers never see staging, so this is only tidying."""
+        cutoff = time.time() - max_age_s
+        for path in self.root.glob(".*-*"):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+
     def fetch(self, digest: str, dest: Path) -> Path:
         manifest = self.manifest(digest)
         if manifest is None:
@@ -124,6 +146,31 @@ class LocalStore:
             shutil.copyfile(self.root / digest / name, dest / name)
         verify_dir(dest, manifest)
         return dest
+
+    def read(self, digest: str, name: str) -> bytes:
+        manifest = self.manifest(digest)
+        if manifest is None or name not in manifest["files"]:
+            raise ArtifactStoreError(f"{self.uri(digest)}: no {name} in artifact {digest}")
+        data = (self.root / digest / name).read_bytes()
+        _check_bytes(data, manifest, name, self.uri(digest))
+        return data
+
+    def lookup(self, build_key: str) -> str | None:
+        path = self.root / BUILDS / f"{build_key}.json"
+        return str(json.loads(path.read_text())["digest"]) if path.is_file() else None
+
+    def record(self, build_key: str, digest: str) -> None:
+        builds = self.root / BUILDS
+        builds.mkdir(parents=True, exist_ok=True)
+        tmp = builds / f".{build_key}.{os.getpid()}.tmp"
+        _write_synced(tmp, json.dumps({"digest": digest}))
+        os.replace(tmp, builds / f"{build_key}.json")
+
+
+def _check_bytes(data: bytes, manifest: dict[str, Any], name: str, where: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != manifest["files"][name]["sha256"]:
+        raise ArtifactStoreError(f"{where}/{name}: sha256 {actual} does not match the manifest")
 
 
 def _write_synced(path: Path, text: str) -> None:
@@ -244,6 +291,33 @@ class S3Store:
                        Filename=str(dest / name))
         verify_dir(dest, manifest)
         return dest
+
+    def read(self, digest: str, name: str) -> bytes:
+        manifest = self.manifest(digest)
+        if manifest is None or name not in manifest["files"]:
+            raise ArtifactStoreError(f"{self.uri(digest)}: no {name} in artifact {digest}")
+        key = self._key(digest, name)
+        data: bytes = self._call(f"download of {key}", self._client().get_object, Bucket=self.bucket,
+                                 Key=key)["Body"].read()
+        _check_bytes(data, manifest, name, self.uri(digest))
+        return data
+
+    def lookup(self, build_key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        key = self._key(BUILDS, f"{build_key}.json")
+        try:
+            body = self._client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise ArtifactStoreError(f"s3://{self.bucket}: reading {key} failed: {exc}") from None
+        return str(json.loads(body)["digest"])
+
+    def record(self, build_key: str, digest: str) -> None:
+        key = self._key(BUILDS, f"{build_key}.json")
+        self._call(f"write of {key}", self._client().put_object, Bucket=self.bucket, Key=key,
+                   Body=json.dumps({"digest": digest}).encode(), ContentType="application/json")
 
 
 def open_store(uri: str, base_dir: Path, region: str | None = None, endpoint: str | None = None) -> ArtifactStore:

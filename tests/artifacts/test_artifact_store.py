@@ -163,3 +163,21 @@ def test_open_store_picks_the_backend(tmp_path):
     assert isinstance(open_store("s3://b/p", tmp_path), S3Store)
     local = open_store(".modelstack/artifacts", tmp_path)
     assert isinstance(local, LocalStore) and local.root == tmp_path / ".modelstack/artifacts"
+
+
+def test_stale_staging_of_a_killed_publisher_is_swept(tmp_path):
+    import os
+    import time
+
+    store = LocalStore(tmp_path / "store")
+    stale = tmp_path / "store" / ".abcdef012345-x1"
+    fresh = tmp_path / "store" / ".abcdef012345-x2"
+    for path in (stale, fresh):
+        path.mkdir(parents=True)
+        (path / "model.onnx").write_bytes(b"partial")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    digest, files = make_artifact(tmp_path / "build")
+    store.publish(digest, files)
+    assert not stale.exists()
+    assert fresh.exists()  # may belong to a publisher still running
