@@ -1,0 +1,131 @@
+"""What the OptimizedModel provider does, as plain functions (no Pulumi imports).
+
+- `describe_changes`: why a rebuild happens, one line per changed input
+  ("recipe.quantize.mode: dynamic_int8 -> static_int8"); only content digests
+  and the recipe count, so it is cheap and side-effect free during preview.
+- `build_and_publish`: run the optimize pipeline (accuracy gate included) in a
+  scratch directory and publish the artifact atomically; a build whose inputs
+  were built before is a cache hit that only reads the published report.
+
+The build key (sha256 of the content inputs) maps to the artifact digest in
+the store, so every stack that builds the same thing shares one artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Inputs that change what gets built; a change in any of them rebuilds.
+CONTENT_KEYS = ("modelName", "sourceSha256", "factory", "recipe", "validationSha256", "calibrationSha256",
+                "toolVersions")
+# Inputs that change where the artifact lives; a change republishes (usually a cache hit).
+LOCATION_KEYS = ("storeUri", "storeRegion", "storeEndpoint")
+ARTIFACT_FILES = ("model.onnx", "report.json", "summary.md", "chart.png")
+
+
+def build_key(props: dict[str, Any]) -> str:
+    canonical = json.dumps({k: props.get(k) for k in CONTENT_KEYS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def describe_changes(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """Human-readable differences of the inputs that matter, as dotted paths."""
+    lines: list[str] = []
+    for key in (*CONTENT_KEYS, *LOCATION_KEYS):
+        _diff(key, olds.get(key), news.get(key), lines)
+    return lines
+
+
+def _diff(path: str, old: Any, new: Any, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            _diff(f"{path}.{key}", old.get(key), new.get(key), out)
+    elif old != new:
+        out.append(f"{path}: {_short(old)} -> {_short(new)}")
+
+
+def _short(value: Any) -> str:
+    text = "(none)" if value is None else str(value)
+    return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def sha256_of(path: Path) -> str:
+    from .artifact_store import sha256_file
+
+    return sha256_file(path)
+
+
+def build_and_publish(props: dict[str, Any]) -> dict[str, Any]:
+    """Build (or find) the artifact for `props` and return the resource's outputs."""
+    project_dir = Path(props["projectDir"])
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))  # the engine's provider process may start elsewhere
+    from .artifact_store import open_store
+
+    store = open_store(props["storeUri"], project_dir, props.get("storeRegion"), props.get("storeEndpoint"))
+    key = build_key(props)
+    digest = store.lookup(key)
+    if digest is not None and store.manifest(digest) is not None:
+        report = json.loads(store.read(digest, "report.json"))
+        return _outputs(props, report, store.uri(digest), key, cache_hit=True)
+
+    source = _verified(project_dir, props["sourcePath"], props["sourceSha256"], "model.source")
+    validation = _optional(project_dir, props, "validation")
+    calibration = _optional(project_dir, props, "calibration")
+
+    from optimize.pipeline import build
+    from optimize.recipe import Recipe
+
+    scratch = Path(tempfile.mkdtemp(prefix="modelstack-build-"))
+    try:
+        out = scratch / "artifact"
+        report = build(source, Recipe.from_dict(props["recipe"]), out, validation=validation,
+                       calibration=calibration, factory=props.get("factory"), name=props["modelName"])
+        files = {name: out / name for name in ARTIFACT_FILES if (out / name).is_file()}
+        uri = store.publish(report["digest"], files)
+        store.record(key, report["digest"])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _outputs(props, report, uri, key, cache_hit=False)
+
+
+def _verified(project_dir: Path, relative: str, expected: str, what: str) -> Path:
+    path = Path(relative) if Path(relative).is_absolute() else project_dir / relative
+    actual = sha256_of(path)
+    if actual != expected:
+        raise RuntimeError(f"{what} '{relative}' changed since the plan was made (sha256 {actual[:12]}, planned "
+                           f"{expected[:12]}); run `pulumi preview` again")
+    return path
+
+
+def _optional(project_dir: Path, props: dict[str, Any], kind: str) -> Path | None:
+    relative = props.get(f"{kind}Path")
+    if not relative:
+        return None
+    return _verified(project_dir, relative, props[f"{kind}Sha256"], f"model.{kind}Data")
+
+
+def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, cache_hit: bool) -> dict[str, Any]:
+    accuracy = report.get("accuracy") or {}
+    latency = report.get("latency_ms") or {}
+    optimized_b1 = (latency.get("optimized") or {}).get("b1") or {}
+    baseline_b1 = (latency.get("baseline") or {}).get("b1") or {}
+    return {
+        **props,
+        "digest": report["digest"],
+        "artifactUri": uri,
+        "buildKey": key,
+        "cacheHit": cache_hit,
+        "sizeRatio": report.get("size_ratio"),
+        "accuracyDelta": accuracy.get("delta"),
+        "agreement": accuracy.get("agreement"),
+        "latencyP50Ms": optimized_b1.get("p50"),
+        "latencyP99Ms": optimized_b1.get("p99"),
+        "baselineLatencyP50Ms": baseline_b1.get("p50"),
+    }

@@ -1,0 +1,189 @@
+"""OptimizedModel: the optimize pipeline as a Pulumi dynamic resource.
+
+Inputs are content digests (source model, validation and calibration data),
+the recipe, the tool versions and the artifact store; `diff` compares only
+those, so preview is cheap and says why a rebuild happens. `create`/`update`
+build, enforce the accuracy gate and publish atomically; `delete` keeps the
+artifact, which other stacks may share (docs/artifacts.md: garbage collection).
+
+The engine pickles the provider with dill and runs it in another process.
+So the provider class holds no state and captures nothing: every method
+imports the worker module (components.model_build) when it runs, after
+putting the project directory on sys.path. Torch is imported only there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from .config import StackConfig
+
+OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement",
+               "latencyP50Ms", "latencyP99Ms", "baselineLatencyP50Ms")
+TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
+
+
+class OptimizedModelProvider(ResourceProvider):
+    @staticmethod
+    def _worker(props: dict[str, Any]) -> Any:
+        """components.model_build, imported from the project wherever the provider process started.
+
+        A static method, so dill ships it by value with the class instead of by
+        reference to this module (which the provider process may not find).
+        """
+        import importlib
+        import sys
+
+        project_dir = str(props["projectDir"])
+        if project_dir not in sys.path:
+            sys.path.insert(0, project_dir)
+        return importlib.import_module("components.model_build")
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        self._worker(news)
+        from optimize.recipe import Recipe, RecipeError
+
+        try:
+            Recipe.from_dict(news.get("recipe"))
+        except RecipeError as exc:
+            return CheckResult(news, [CheckFailure("recipe", str(exc))])
+        return CheckResult(news, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changes = self._worker(news).describe_changes(olds, news)
+        return DiffResult(changes=bool(changes), replaces=[], stables=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._worker(props).build_and_publish(props)
+        return CreateResult(id_=f"{props['modelName']}-{outs['buildKey'][:16]}", outs=outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        worker = self._worker(news)
+        outs = worker.build_and_publish(news)
+        outs["lastChange"] = "; ".join(worker.describe_changes(olds, news))
+        return UpdateResult(outs=outs)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Forget this stack's reference; the content-addressed artifact may serve other stacks."""
+
+
+@dataclass(frozen=True)
+class OptimizedModelArgs:
+    model_name: str
+    source_path: str
+    source_sha256: str
+    recipe: dict[str, Any]
+    store_uri: str
+    project_dir: str
+    tool_versions: dict[str, str]
+    factory: str | None = None
+    validation_path: str | None = None
+    validation_sha256: str | None = None
+    calibration_path: str | None = None
+    calibration_sha256: str | None = None
+    store_region: str | None = None
+    store_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.source_sha256) != 64:
+            raise ValueError(f"OptimizedModelArgs.source_sha256 must be a sha256 digest, got {self.source_sha256!r}")
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> OptimizedModelArgs:
+        """Digests come from the files now (or from the config's pin), so preview sees content changes."""
+        m, a = cfg.model, cfg.artifacts
+
+        def digest(path: str | None) -> str | None:
+            return None if path is None else _sha256(cfg.path(path))
+
+        return cls(
+            model_name=cfg.model_name,
+            source_path=m.source,
+            source_sha256=m.sha256 or _sha256(cfg.path(m.source)),
+            recipe=cfg.recipe.to_dict(),
+            store_uri=a.store,
+            store_region=a.region,
+            store_endpoint=a.endpoint,
+            project_dir=str(cfg.project_dir),
+            tool_versions=tool_versions(cfg.project_dir),
+            factory=m.factory,
+            validation_path=m.validation_data,
+            validation_sha256=digest(m.validation_data),
+            calibration_path=m.calibration_data,
+            calibration_sha256=digest(m.calibration_data),
+        )
+
+    def props(self) -> dict[str, Any]:
+        return {
+            "modelName": self.model_name, "sourcePath": self.source_path, "sourceSha256": self.source_sha256,
+            "factory": self.factory, "recipe": self.recipe, "validationPath": self.validation_path,
+            "validationSha256": self.validation_sha256, "calibrationPath": self.calibration_path,
+            "calibrationSha256": self.calibration_sha256, "toolVersions": self.tool_versions,
+            "storeUri": self.store_uri, "storeRegion": self.store_region, "storeEndpoint": self.store_endpoint,
+            "projectDir": self.project_dir,
+        }
+
+
+class OptimizedModel(pulumi.dynamic.Resource):
+    """The compressed, validated model artifact; outputs its digest, URI and measured figures."""
+
+    digest: pulumi.Output[str]
+    artifactUri: pulumi.Output[str]  # dynamic resource outputs keep their property names
+    sizeRatio: pulumi.Output[float]
+    accuracyDelta: pulumi.Output[float]
+    agreement: pulumi.Output[float]
+    latencyP50Ms: pulumi.Output[float]
+    latencyP99Ms: pulumi.Output[float]
+
+    def __init__(self, name: str, args: OptimizedModelArgs, opts: pulumi.ResourceOptions | None = None):
+        props: dict[str, Any] = {**args.props(), **dict.fromkeys(OUTPUT_KEYS), "lastChange": None}
+        super().__init__(OptimizedModelProvider(), name, props, opts)
+
+
+def tool_versions(project_dir: Path) -> dict[str, str]:
+    """Versions that change the artifact, read without importing torch; plus the pipeline's own code."""
+    versions = {pkg: _version(pkg) for pkg in TOOL_PACKAGES}
+    code = hashlib.sha256()
+    for path in sorted((project_dir / "optimize").glob("*.py")):
+        code.update(path.name.encode() + b"\0" + path.read_bytes())
+    versions["optimize"] = code.hexdigest()[:16]
+    return versions
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def _sha256(path: Path) -> str:
+    from .artifact_store import sha256_file
+
+    return sha256_file(path)
+
+
+
+def _ship_by_value(cls: type) -> None:
+    """Make dill pickle the provider class and its methods by value.
+
+    dill pickles a class (and each method) by reference to its module unless
+    it claims to live in __main__, and the engine's provider process may not
+    be able to import this module. Pulumi itself once did the same rewrite.
+    """
+    cls.__module__ = "__main__"
+    for value in vars(cls).values():
+        function = getattr(value, "__func__", value)
+        if inspect.isfunction(function):
+            function.__module__ = "__main__"
+
+
+_ship_by_value(OptimizedModelProvider)

@@ -1,0 +1,119 @@
+"""ServingImage: the inference image for one optimized model, built and pushed.
+
+The build context (server code + Dockerfile + the verified model artifact) is
+laid out by serving.context.assemble in a content-addressed directory under
+.modelstack/contexts, once the model digest is known. pulumi-docker-build's
+Image (BuildKit, registry cache) builds and pushes it; it builds during
+preview when its inputs are known, so a broken Dockerfile shows up in review,
+and unchanged inputs do not rebuild. The tag carries the model digest and the
+output `ref` pins the pushed image by digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker_build as docker_build
+
+CONTEXTS_DIR = ".modelstack/contexts"
+MODELS_DIR = ".modelstack/models"
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    address: pulumi.Input[str]
+    username: pulumi.Input[str]
+    password: pulumi.Input[str]  # a secret Output
+
+
+@dataclass(frozen=True)
+class ServingImageArgs:
+    repository: pulumi.Input[str]
+    model_digest: pulumi.Input[str]
+    store_uri: str
+    project_dir: str
+    store_region: str | None = None
+    store_endpoint: str | None = None
+    gpu: bool = False
+    login: RegistryLogin | None = None
+    registry_cache: bool = True
+    platform: str = "linux/amd64"
+
+    def __post_init__(self) -> None:
+        if not Path(self.project_dir).is_dir():
+            raise ValueError(f"ServingImageArgs.project_dir {self.project_dir!r} is not a directory")
+        if self.platform not in ("linux/amd64", "linux/arm64"):
+            raise ValueError(f"ServingImageArgs.platform must be linux/amd64 or linux/arm64, got {self.platform!r}")
+
+    @property
+    def variant(self) -> str:
+        return "gpu" if self.gpu else "cpu"
+
+
+def prepare_context(args: ServingImageArgs, digest: str) -> str:
+    """Fetch the artifact (verified) and lay out the build context; reused while the digest is the same."""
+    from serving.context import MARKER, assemble
+
+    from .artifact_store import open_store
+
+    root = Path(args.project_dir)
+    context = root / CONTEXTS_DIR / f"{digest[:16]}-{args.variant}"
+    if (context / MARKER).is_file() and (context / "model" / "report.json").is_file():
+        return str(context)
+    model_dir = root / MODELS_DIR / digest
+    if not (model_dir / "model.onnx").is_file():
+        store = open_store(args.store_uri, root, args.store_region, args.store_endpoint)
+        staging = model_dir.with_name(f".{digest}.fetching")
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)
+        store.fetch(digest, staging)
+        staging.rename(model_dir)
+    return str(assemble(model_dir, context))
+
+
+def image_tag(repository: str, digest: str, variant: str) -> str:
+    suffix = "-gpu" if variant == "gpu" else ""
+    return f"{repository}:{digest[:16]}{suffix}"
+
+
+class ServingImage(pulumi.ComponentResource):
+    ref: pulumi.Output[str]
+    context_dir: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ServingImageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelstack:index:ServingImage", name, None, opts)
+        digest = pulumi.Output.from_input(args.model_digest)
+        context_dir = digest.apply(lambda d: prepare_context(args, d))
+        tag = pulumi.Output.all(args.repository, digest).apply(lambda v: image_tag(v[0], v[1], args.variant))
+        cache_ref = pulumi.Output.from_input(args.repository).apply(lambda r: f"{r}:buildcache-{args.variant}")
+
+        registries = None
+        if args.login is not None:
+            registries = [docker_build.RegistryArgs(address=args.login.address, username=args.login.username,
+                                                    password=args.login.password)]
+        cache_from = cache_to = None
+        if args.registry_cache:
+            cache_from = [docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))]
+            cache_to = [docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
+                ref=cache_ref, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True))]
+
+        image = docker_build.Image(
+            f"{name}-image",
+            tags=[tag],
+            context=docker_build.BuildContextArgs(location=context_dir),
+            dockerfile=docker_build.DockerfileArgs(location=context_dir.apply(lambda c: f"{c}/Dockerfile")),
+            build_args={"VARIANT": args.variant},
+            platforms=[docker_build.Platform(args.platform)],
+            push=True,
+            registries=registries,
+            cache_from=cache_from,
+            cache_to=cache_to,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ref = image.ref
+        self.context_dir = context_dir
+        self.register_outputs({"ref": self.ref, "context_dir": self.context_dir})
