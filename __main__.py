@@ -9,7 +9,11 @@ import pulumi
 
 from components.cluster import kubernetes_provider
 from components.config import ConfigError, load_stack_config
+from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, eks_subnet_ids
 from components.model_service import ModelService, ModelServiceArgs
+from components.optimized_model import OptimizedModel, OptimizedModelArgs
+from components.registry import Registry, RegistryArgs
+from components.serving_image import RegistryLogin, ServingImage, ServingImageArgs
 
 try:
     cfg = load_stack_config()
@@ -18,13 +22,58 @@ except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None
 
 k8s_provider = kubernetes_provider(cfg)
+providers: dict[str, pulumi.ProviderResource] = {"kubernetes": k8s_provider}
+if cfg.registry.type == "ecr" or cfg.gpu.pool != "none":
+    import pulumi_aws as aws
+
+    providers["aws"] = aws.Provider("aws", region=cfg.cluster.region or cfg.artifacts.region)
+opts = pulumi.ResourceOptions(providers=providers)
+
+# The optimize step: built (and gated) before any image, shared by digest across stacks.
+model = OptimizedModel("model", OptimizedModelArgs.from_config(cfg))
+
+registry = Registry("registry", RegistryArgs.from_config(cfg), opts=opts)
+
+login = None
+if cfg.registry.type != "local":  # the local registry has no authentication
+    login = RegistryLogin(address=registry.host, username=registry.username, password=registry.password)
+image = ServingImage(
+    "image",
+    ServingImageArgs(
+        repository=registry.repository_url,
+        cache_repository=registry.cache_repository_url,
+        model_digest=model.digest,
+        store_uri=cfg.artifacts.store,
+        store_region=cfg.artifacts.region,
+        store_endpoint=cfg.artifacts.endpoint,
+        project_dir=str(cfg.project_dir),
+        gpu=cfg.uses_gpu,
+        login=login,
+    ),
+)
+
+subnets = None
+if cfg.gpu.pool == "eks-managed":
+    assert cfg.cluster.name  # config requires it for GPU pools
+    subnets = eks_subnet_ids(cfg.cluster.name, pulumi.InvokeOutputOptions(provider=providers["aws"]))
+gpu = GpuNodePool("gpu", GpuNodePoolArgs.from_config(cfg, subnet_ids=subnets), opts=opts)
 
 service = ModelService(
     "serving",
-    ModelServiceArgs.from_config(cfg),
-    opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
+    ModelServiceArgs.from_config(cfg, image=image.ref, scheduling=gpu.scheduling),
+    opts=opts,
 )
 
 pulumi.export("namespace", service.namespace)
+pulumi.export("endpoint", service.endpoint)
+pulumi.export("image", image.ref)
+pulumi.export("registry", registry.host)
 pulumi.export("modelName", cfg.model_name)
 pulumi.export("recipe", cfg.recipe.name)
+pulumi.export("modelDigest", model.digest)
+pulumi.export("modelArtifact", model.artifactUri)
+pulumi.export("sizeRatio", model.sizeRatio)
+pulumi.export("accuracyDelta", model.accuracyDelta)
+pulumi.export("agreement", model.agreement)
+pulumi.export("latencyP50Ms", model.latencyP50Ms)
+pulumi.export("latencyP99Ms", model.latencyP99Ms)

@@ -11,6 +11,7 @@ output `ref` pins the pushed image by digest.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class ServingImageArgs:
     model_digest: pulumi.Input[str]
     store_uri: str
     project_dir: str
+    cache_repository: pulumi.Input[str] | None = None
     store_region: str | None = None
     store_endpoint: str | None = None
     gpu: bool = False
@@ -75,9 +77,19 @@ def prepare_context(args: ServingImageArgs, digest: str) -> str:
     return str(assemble(model_dir, context))
 
 
-def image_tag(repository: str, digest: str, variant: str) -> str:
+def context_digest(context: str | Path) -> str:
+    """sha256 over the build context's files (paths and bytes): changes with the server code too."""
+    h = hashlib.sha256()
+    root = Path(context)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def image_tag(repository: str, model_digest: str, context: str | Path, variant: str) -> str:
+    """repo:<model digest>-<context digest>[-gpu]: unique per content, so immutable registries accept it."""
     suffix = "-gpu" if variant == "gpu" else ""
-    return f"{repository}:{digest[:16]}{suffix}"
+    return f"{repository}:{model_digest[:12]}-{context_digest(context)[:8]}{suffix}"
 
 
 class ServingImage(pulumi.ComponentResource):
@@ -88,8 +100,10 @@ class ServingImage(pulumi.ComponentResource):
         super().__init__("modelstack:index:ServingImage", name, None, opts)
         digest = pulumi.Output.from_input(args.model_digest)
         context_dir = digest.apply(lambda d: prepare_context(args, d))
-        tag = pulumi.Output.all(args.repository, digest).apply(lambda v: image_tag(v[0], v[1], args.variant))
-        cache_ref = pulumi.Output.from_input(args.repository).apply(lambda r: f"{r}:buildcache-{args.variant}")
+        tag = pulumi.Output.all(args.repository, digest, context_dir).apply(
+            lambda v: image_tag(v[0], v[1], v[2], args.variant))
+        cache_ref = pulumi.Output.from_input(args.cache_repository or args.repository).apply(
+            lambda r: f"{r}:buildcache-{args.variant}")
 
         registries = None
         if args.login is not None:

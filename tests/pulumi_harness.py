@@ -8,6 +8,7 @@ is recorded with its type, name, inputs, parent and dependencies.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -66,10 +67,44 @@ class _Mocks(pulumi.runtime.Mocks):
             meta = dict(outputs["metadata"] or {})
             meta.setdefault("name", f"{args.name}-mock")  # what auto-naming would give
             outputs["metadata"] = meta
+        outputs.update(_computed_outputs(args.typ, args.name, outputs))
         return f"{args.name}-id", outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        return dict(MOCK_INVOKES.get(args.token, {})), []  # [] = no check failures
+
+
+# What real providers compute (outputs that are not inputs), for the types the program uses.
+MOCK_ACCOUNT = "123456789012"
+MOCK_INVOKES: dict[str, dict[str, Any]] = {
+    "aws:eks/getCluster:getCluster": {"vpcConfig": {"subnetIds": ["subnet-0a", "subnet-0b"]}},
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": {
+        "userName": "AWS", "password": "mock-ecr-token-3c9d", "proxyEndpoint": "https://mock"},
+}
+
+
+def _computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    if typ == "aws:ecr/repository:Repository":
+        host = f"{MOCK_ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com"
+        return {"registryId": MOCK_ACCOUNT, "repositoryUrl": f"{host}/{inputs.get('name', name)}",
+                "arn": f"arn:aws:ecr:us-west-2:{MOCK_ACCOUNT}:repository/{inputs.get('name', name)}"}
+    if typ == "aws:iam/role:Role":
+        return {"arn": f"arn:aws:iam::{MOCK_ACCOUNT}:role/{name}", "name": inputs.get("name", name)}
+    if typ == "pulumi-python:dynamic:Resource":  # OptimizedModel, as if its build had run
+        digest = hashlib.sha256(f"{name}:{inputs.get('buildKey') or inputs.get('recipe')}".encode()).hexdigest()
+        return {"digest": digest, "artifactUri": f"{inputs.get('storeUri')}/{digest}", "cacheHit": False,
+                "sizeRatio": 0.27, "accuracyDelta": 0.0, "agreement": 1.0, "latencyP50Ms": 0.8,
+                "latencyP99Ms": 1.6, "baselineLatencyP50Ms": 3.1}
+    if typ == "docker-build:index:Image" and inputs.get("tags"):  # what the push reports
+        tag = inputs["tags"][0]
+        return {"ref": f"{tag}@sha256:{hashlib.sha256(tag.encode()).hexdigest()}",
+                "digest": f"sha256:{hashlib.sha256(tag.encode()).hexdigest()}"}
+    return {}
+
+
+def _mock_context(_args: Any, digest: str) -> str:
+    """ServingImage's build context without fetching an artifact (the real one is tested on its own)."""
+    return str(ROOT / ".modelstack" / "mock-contexts" / digest[:16])
 
 
 class _RecordingMonitor(mocks.MockMonitor):
@@ -157,6 +192,9 @@ def run_program(
     # the program's exports when the program is done, as the engine's does.
     settings.set_root_resource(None)  # type: ignore[arg-type]
     root = Stack()
+    from components import serving_image
+
+    real_prepare, serving_image.prepare_context = serving_image.prepare_context, _mock_context
     try:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi__")))
     except Exception as exc:
@@ -164,6 +202,7 @@ def run_program(
             raise
         run.error = exc
     finally:
+        serving_image.prepare_context = real_prepare
         root._finish()
         _sync_await(wait_for_rpcs())
     return run

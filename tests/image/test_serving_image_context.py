@@ -45,9 +45,21 @@ def test_context_is_reused_for_the_same_digest(tmp_path):
 
 def test_gpu_variant_gets_its_own_context_and_tag(tmp_path):
     digest = publish_artifact(tmp_path / "store")
-    assert prepare_context(args_for(tmp_path, gpu=True), digest).endswith("-gpu")
-    assert image_tag("r/m", digest, "gpu") == f"r/m:{digest[:16]}-gpu"
-    assert image_tag("r/m", digest, "cpu") == f"r/m:{digest[:16]}"
+    gpu = prepare_context(args_for(tmp_path, gpu=True), digest)
+    cpu = prepare_context(args_for(tmp_path), digest)
+    assert gpu.endswith("-gpu") and gpu != cpu
+    assert image_tag("r/m", digest, gpu, "gpu").startswith(f"r/m:{digest[:12]}-")
+    assert image_tag("r/m", digest, gpu, "gpu").endswith("-gpu")
+
+
+def test_tag_changes_with_the_server_code_not_only_the_model(tmp_path):
+    digest = publish_artifact(tmp_path / "store")
+    context = Path(prepare_context(args_for(tmp_path), digest))
+    before = image_tag("r/m", digest, context, "cpu")
+    assert image_tag("r/m", digest, context, "cpu") == before  # stable for the same content
+    (context / "serving" / "app.py").write_text("# changed server code\n")
+    after = image_tag("r/m", digest, context, "cpu")
+    assert after != before and after.startswith(f"r/m:{digest[:12]}-")
 
 
 def test_tampered_artifact_is_refused(tmp_path):

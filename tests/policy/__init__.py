@@ -1,0 +1,1 @@
+"""Policy helpers: render the program's Kubernetes objects to manifests and check them."""

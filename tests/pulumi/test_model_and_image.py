@@ -1,0 +1,62 @@
+"""The optimize step and the image build in the resource graph: inputs, ordering and outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.artifact_store import sha256_file
+from tests.pulumi_harness import ROOT, stack_config
+
+STACKS = ("dev", "prod")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_optimized_model_inputs_are_content_digests_and_the_recipe(program, stack):
+    run = program(stack)
+    model = run.one("pulumi-python:dynamic:Resource").inputs
+    cfg = stack_config(stack)["modelstack:model"]
+    assert model["sourceSha256"] == sha256_file(ROOT / cfg["source"])
+    assert model["validationSha256"] == sha256_file(ROOT / cfg["validationData"])
+    assert model["recipe"]["name"] == stack_config(stack)["modelstack:recipe"]
+    assert set(model["toolVersions"]) >= {"torch", "onnx", "onnxruntime", "optimize"}
+    assert model["storeUri"] == stack_config(stack)["modelstack:artifacts"]["store"]
+    assert "__provider" in model  # the pickled provider the engine will run
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_image_build_waits_for_the_model(program, stack):
+    """A failed accuracy gate fails the model, so the image that depends on it is never built."""
+    run = program(stack)
+    model = run.one("pulumi-python:dynamic:Resource")
+    image = run.one("docker-build:index:Image")
+    assert model.urn in image.dependencies
+    assert image.inputs["push"] is True
+    assert image.inputs["tags"][0].split(":")[-1].startswith(run.outputs["modelDigest"][:12])
+    deployment = run.one("kubernetes:apps/v1:Deployment")
+    assert image.urn in deployment.dependencies
+
+
+def test_prod_builds_the_gpu_variant_and_logs_in_with_a_secret(program):
+    run = program("prod")
+    image = run.one("docker-build:index:Image")
+    assert image.inputs["buildArgs"] == {"VARIANT": "gpu"}
+    assert image.inputs["tags"][0].endswith("-gpu")
+    (login,) = image.inputs["registries"]
+    assert login["password"] == "mock-ecr-token-3c9d"
+    assert image.secret_inputs, "the registry password must reach the image build as a secret"
+
+
+def test_dev_pushes_to_the_local_registry_without_login(program):
+    image = program("dev").one("docker-build:index:Image").inputs
+    assert image["buildArgs"] == {"VARIANT": "cpu"}
+    assert image["tags"][0].startswith("localhost:5001/modelstack/digits:")
+    assert not image.get("registries")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_exports_model_figures(program, stack):
+    outputs = program(stack).outputs
+    for key in ("modelDigest", "modelArtifact", "sizeRatio", "accuracyDelta", "agreement", "latencyP50Ms",
+                "latencyP99Ms", "image", "endpoint"):
+        assert outputs.get(key) is not None, f"stack output {key} missing"
+    assert outputs["image"].endswith("@sha256:" + outputs["image"].split("@sha256:")[-1])
