@@ -126,6 +126,7 @@ class RegistrySection(_Section):
     """Where the serving image is pushed."""
 
     type: Literal["local", "ecr", "external"]
+    manage: bool = True
     port: int = Field(5001, ge=1024, le=65535)
     repository: str | None = None
     keep_last_images: int = Field(30, ge=1, le=1000)
@@ -380,6 +381,9 @@ def _check_registry(cfg: StackConfig, where: str) -> list[str]:
                    f"'{cfg.cluster.provider}'; use 'ecr' or 'external'")
     if r.type == "external" and not (r.url and r.username):
         out.append(f"{where}: {p}:registry: type 'external' needs 'url' and 'username'")
+    if r.type != "local" and not r.manage:
+        out.append(f"{where}: {p}:registry.manage: false only applies to type 'local' (reuse the cluster's "
+                   f"registry), not '{r.type}'")
     if r.type != "external" and (r.url or r.username):
         out.append(f"{where}: {p}:registry: 'url'/'username' only apply to type 'external', not '{r.type}'")
     return out

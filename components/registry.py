@@ -42,6 +42,8 @@ class RegistryArgs:
     username: str | None = None
     password: pulumi.Input[str] | None = None
     instance: str = "modelstack"
+    manage: bool = True
+    """local only: run the registry container (dev) or use the one already next to the cluster (test stacks)."""
 
     def __post_init__(self) -> None:
         if self.type not in ("local", "ecr", "external"):
@@ -59,7 +61,7 @@ class RegistryArgs:
         return cls(
             type=r.type, repository=r.repository or f"{cfg.project}/{cfg.model_name}", port=r.port,
             keep_last_images=r.keep_last_images, url=r.url, username=r.username,
-            password=cfg.secrets.get("registryPassword"), instance=cfg.namespace,
+            password=cfg.secrets.get("registryPassword"), instance=cfg.namespace, manage=r.manage,
         )
 
 
@@ -106,6 +108,10 @@ class Registry(pulumi.ComponentResource):
         import pulumi_kubernetes as k8s
 
         host = f"localhost:{args.port}"
+        if not args.manage:
+            # The registry is one per cluster: a short-lived stack pushes to the one dev runs (content-
+            # addressed tags never collide) and must not try to start a second container of that name.
+            return host, pulumi.Output.from_input(""), pulumi.Output.from_input("")
         image = docker.RemoteImage(f"{name}-image", name=LOCAL_IMAGE, keep_locally=True, opts=child)
         docker.Container(
             f"{name}-container",

@@ -59,7 +59,7 @@ def problems(stack: str, command: str) -> list[str]:
     if context:
         contexts = kube_contexts()
         if contexts is None or context not in contexts:
-            how = ("create the cluster with `kind create cluster --name modelstack` "
+            how = ("create the cluster with `kind create cluster --name modelstack --config deploy/kind-cluster.yaml` "
                    "(its context is kind-modelstack)" if cluster.get("provider") == "kind" else
                    f"run `aws eks update-kubeconfig --name {cluster.get('name')} --region {cluster.get('region')} "
                    f"--alias {context}`" if cluster.get("provider") == "eks" else "add it to your kubeconfig")

@@ -31,9 +31,13 @@ if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}" && -z "${PULUMI_CONFIG_PASSPHRASE_FILE:
 fi
 
 if ! pulumi stack select "$stack" 2>/dev/null; then
-  copy=()
-  [[ "$stack" != dev && "$stack" != prod ]] && copy=(--copy-config-from dev)
-  pulumi stack init "$stack" --secrets-provider passphrase "${copy[@]}"
+  if [[ "$stack" == dev || "$stack" == prod ]]; then
+    pulumi stack init "$stack" --secrets-provider passphrase
+  else
+    # A short-lived stack: dev's config, its own namespace, and dev's registry (one per cluster).
+    pulumi stack init "$stack" --secrets-provider passphrase --copy-config-from dev
+    pulumi config set --stack "$stack" --path registry.manage false
+  fi
 fi
 
 if [[ "$stack" != prod ]] && ! pulumi config get grafanaAdminPassword >/dev/null 2>&1; then

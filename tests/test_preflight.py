@@ -24,7 +24,8 @@ def test_missing_tools_are_named_with_how_to_get_them(tmp_path):
     assert "Traceback" not in out.stderr
     assert "the Pulumi CLI is missing" in out.stderr
     assert "no Docker engine" in out.stderr and "local registry" in out.stderr
-    assert "'kind-modelstack'" in out.stderr and "kind create cluster --name modelstack" in out.stderr
+    assert "'kind-modelstack'" in out.stderr
+    assert "kind create cluster --name modelstack --config deploy/kind-cluster.yaml" in out.stderr
 
 
 def test_prod_context_hint_names_the_eks_cluster(tmp_path):

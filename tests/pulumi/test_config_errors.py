@@ -123,3 +123,11 @@ def test_external_registry_needs_its_password(program):
 def test_unchanged_stack_files_are_valid(program):
     for stack in ("dev", "prod"):
         assert program(stack).error is None
+
+
+def test_unmanaged_registry_is_only_for_local(program):
+    cfg = copy.deepcopy(stack_config("prod"))
+    cfg["modelstack:registry"]["manage"] = False
+    run = program("prod", config=cfg, raise_errors=False)
+    assert "modelstack:registry.manage: false only applies to type 'local'" in str(run.error)
+    assert run.resources == []

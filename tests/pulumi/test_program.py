@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pulumi
 import pytest
 
-from tests.pulumi_harness import stack_config
+from tests.pulumi_harness import ROOT, stack_config
 
 STACKS = ("dev", "prod")
 
@@ -68,21 +70,37 @@ def test_service_account_mounts_no_token(program):
     assert sa.inputs["automountServiceAccountToken"] is False
 
 
+def short_lived_config() -> dict:
+    """What `make up STACK=pr-123` makes: dev's config copied, reusing dev's registry (scripts/pulumi.sh)."""
+    config = copy.deepcopy(stack_config("dev"))
+    config["modelstack:registry"]["manage"] = False
+    return config
+
+
 def test_short_lived_stack_copied_from_dev_does_not_collide(program):
-    """`pulumi stack init pr-123 --copy-config-from dev`: same config, other names."""
+    """Nothing one stack names can be another's: Kubernetes objects, containers, stack-scoped names."""
     dev = program("dev")
-    pr = program("PR_123", config=stack_config("dev"))
+    pr = program("PR_123", config=short_lived_config())
 
     def names(run):
         # Objects marked cluster-scoped-shared (the kind registry's KEP-1755 ConfigMap) are one per
         # cluster by definition: identical in every stack and retained on delete.
-        return {(r.type, r.inputs["metadata"].get("namespace"), r.inputs["metadata"].get("name"))
-                for r in run.resources if r.type.startswith("kubernetes:")
-                and (r.inputs["metadata"].get("annotations") or {}).get("modelstack.dev/shared") != "cluster"}
+        k8s = {(r.type, r.inputs["metadata"].get("namespace"), r.inputs["metadata"].get("name"))
+               for r in run.resources if r.type.startswith("kubernetes:")
+               and (r.inputs["metadata"].get("annotations") or {}).get("modelstack.dev/shared") != "cluster"}
+        docker = {(r.type, r.inputs.get("name")) for r in run.resources if r.type.startswith("docker:")}
+        return k8s | docker
 
-    dev_names, pr_names = names(dev), names(pr)
     assert pr.outputs["namespace"] == "modelstack-pr-123"
-    assert not dev_names & pr_names
+    assert not names(dev) & names(pr)
+    assert not pr.of_type("docker:index/container:Container"), "a second registry container would collide"
+    assert pr.outputs["registry"] == dev.outputs["registry"]  # pushes go to dev's registry
+
+
+def test_pulumi_sh_creates_short_lived_stacks_that_reuse_the_registry():
+    script = (ROOT / "scripts" / "pulumi.sh").read_text()
+    assert "--copy-config-from dev" in script
+    assert "--path registry.manage false" in script
 
 
 def test_secrets_are_read_as_secret_outputs(program):
