@@ -60,3 +60,25 @@ def test_stack_exports_model_figures(program, stack):
                 "latencyP99Ms", "image", "endpoint"):
         assert outputs.get(key) is not None, f"stack output {key} missing"
     assert outputs["image"].endswith("@sha256:" + outputs["image"].split("@sha256:")[-1])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_server_settings_in_the_configmap_are_ones_the_server_accepts(program, stack, monkeypatch, tmp_path):
+    """The ConfigMap feeds the container's env: every key must be a setting serving/settings.py knows."""
+    from serving.settings import Settings
+
+    run = program(stack)
+    (config_map,) = [r for r in run.of_type("kubernetes:core/v1:ConfigMap")
+                     if r.inputs["metadata"].get("namespace") == run.outputs["namespace"]]
+    data = config_map.inputs["data"]
+    assert data, "no server settings"
+    for key, value in data.items():
+        assert key.startswith("MODELSTACK_SERVING_"), key
+        # pydantic-settings ignores env vars it does not know, so check the names explicitly.
+        assert key.removeprefix("MODELSTACK_SERVING_").lower() in Settings.model_fields, f"{key} is no setting"
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELSTACK_SERVING_MODEL_DIR", str(tmp_path))  # the image sets it
+    settings = Settings()  # a malformed value fails validation here
+    cfg = stack_config(stack)["modelstack:serving"]
+    assert settings.max_batch_size == cfg["maxBatchSize"]
+    assert settings.device == ("cuda" if cfg.get("gpu") else "cpu")
