@@ -11,6 +11,7 @@ from components.cluster import kubernetes_provider
 from components.config import ConfigError, load_stack_config
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, eks_subnet_ids
 from components.model_service import ModelService, ModelServiceArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.optimized_model import OptimizedModel, OptimizedModelArgs
 from components.registry import Registry, RegistryArgs
 from components.serving_image import RegistryLogin, ServingImage, ServingImageArgs
@@ -64,6 +65,16 @@ service = ModelService(
     opts=opts,
 )
 
+monitoring = None
+if cfg.monitoring.mode != "none":
+    # The latency alert's threshold follows the model's benchmarked p99, so it tightens as models get faster.
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs.from_config(cfg, benchmark_p99_ms=model.latencyP99Ms, depends_on=[service],
+                                   gpu_scheduling=gpu.scheduling),
+        opts=opts,
+    )
+
 pulumi.export("namespace", service.namespace)
 pulumi.export("endpoint", service.endpoint)
 pulumi.export("image", image.ref)
@@ -77,3 +88,7 @@ pulumi.export("accuracyDelta", model.accuracyDelta)
 pulumi.export("agreement", model.agreement)
 pulumi.export("latencyP50Ms", model.latencyP50Ms)
 pulumi.export("latencyP99Ms", model.latencyP99Ms)
+if monitoring is not None:
+    pulumi.export("grafanaUrl", monitoring.grafana_url)
+    pulumi.export("grafanaPortForward", monitoring.grafana_port_forward)
+    pulumi.export("prometheusUrl", monitoring.prometheus_url)

@@ -9,6 +9,7 @@ import copy
 import pytest
 
 from components.gpu_node_pool import DEVICE_PLUGIN_CHECKOV_SKIPS
+from components.monitoring import DCGM_CHECKOV_SKIPS
 from tests.policy import checkov, pss
 from tests.policy.manifests import is_custom_resource, manifests, pod_templates, schema_errors, to_yaml
 from tests.pulumi_harness import run_program
@@ -55,11 +56,13 @@ def test_pods_pass_pod_security_restricted(rendered, stack):
         ns = namespaces[workload["metadata"]["namespace"]]
         level = ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
         violations = [v for t in pod_templates(workload) for v in pss.restricted_violations(t)]
-        if workload["metadata"]["name"] == "nvidia-device-plugin":
+        if workload["metadata"]["name"] in ("nvidia-device-plugin", "dcgm-exporter"):
             # The device plugin must reach the kubelet's socket directory on the host (hostPath, root),
             # so it has a namespace of its own at `privileged`; nothing else may live there.
             assert level == "privileged"
-            assert all("hostPath" in v or "root" in v or "device-plugins" in v for v in violations), violations
+            # dcgm-exporter also needs uid 0 and SYS_ADMIN (components/monitoring.py says why).
+            allowed = ("hostPath", "root", "device-plugins", "pod-resources", "runAsUser is 0", "capabilities")
+            assert all(any(a in v for a in allowed) for v in violations), violations
             others = [d for d in workloads if d["metadata"].get("namespace") == ns["metadata"]["name"]]
             assert others == [workload]
             continue
@@ -91,5 +94,7 @@ def test_checkov_kubernetes_checks_pass(rendered, stack, tmp_path):
     assert set(checkov.REQUIRED) <= passed_on_deployment, set(checkov.REQUIRED) - passed_on_deployment
     # Only the device plugin skips checks, each with the reason in its annotations.
     for skipped in results.get("skipped_checks", []):
-        assert skipped["resource"].startswith("DaemonSet.") and "nvidia-device-plugin" in skipped["resource"]
-        assert skipped["check_id"] in DEVICE_PLUGIN_CHECKOV_SKIPS
+        assert skipped["resource"].startswith("DaemonSet."), skipped
+        allowed = DEVICE_PLUGIN_CHECKOV_SKIPS if "nvidia-device-plugin" in skipped["resource"] else DCGM_CHECKOV_SKIPS
+        assert "nvidia-device-plugin" in skipped["resource"] or "dcgm-exporter" in skipped["resource"]
+        assert skipped["check_id"] in allowed

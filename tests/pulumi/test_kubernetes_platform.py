@@ -136,7 +136,8 @@ def test_eks_managed_pool_has_gpu_nodes_with_taint_labels_and_role(program):
 @pytest.mark.parametrize("stack", ["prod", "karpenter"])
 def test_device_plugin_runs_on_gpu_nodes_only(program, stack):
     run = program("prod", config=_karpenter() if stack == "karpenter" else None)
-    (ds,) = [r.inputs for r in run.of_type("kubernetes:apps/v1:DaemonSet")]
+    (ds,) = [r.inputs for r in run.of_type("kubernetes:apps/v1:DaemonSet")
+             if r.inputs["metadata"]["name"] == "nvidia-device-plugin"]
     pod = ds["spec"]["template"]["spec"]
     assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["nodeSelector"] == {"modelstack.dev/accelerator": "nvidia"}

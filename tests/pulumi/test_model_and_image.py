@@ -32,7 +32,7 @@ def test_image_build_waits_for_the_model(program, stack):
     assert model.urn in image.dependencies
     assert image.inputs["push"] is True
     assert image.inputs["tags"][0].split(":")[-1].startswith(run.outputs["modelDigest"][:12])
-    deployment = run.one("kubernetes:apps/v1:Deployment")
+    (deployment,) = [r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name == "serving-deployment"]
     assert image.urn in deployment.dependencies
 
 
@@ -68,8 +68,7 @@ def test_server_settings_in_the_configmap_are_ones_the_server_accepts(program, s
     from serving.settings import Settings
 
     run = program(stack)
-    (config_map,) = [r for r in run.of_type("kubernetes:core/v1:ConfigMap")
-                     if r.inputs["metadata"].get("namespace") == run.outputs["namespace"]]
+    (config_map,) = [r for r in run.of_type("kubernetes:core/v1:ConfigMap") if r.name == "serving-config"]
     data = config_map.inputs["data"]
     assert data, "no server settings"
     for key, value in data.items():

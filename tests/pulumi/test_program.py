@@ -59,15 +59,17 @@ def test_namespace_enforces_restricted_pod_security(program, stack):
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_kubernetes_object_carries_the_recommended_labels(program, stack):
     run = program(stack)
-    for obj in (r for r in run.resources if r.type.startswith("kubernetes:")):
+    # The Helm Release is Pulumi's handle on a chart, not a Kubernetes object (it has no metadata).
+    for obj in (r for r in run.resources if r.type.startswith("kubernetes:") and r.custom
+                and not r.type.startswith("kubernetes:helm.sh")):
         labels = obj.inputs["metadata"]["labels"]
         for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, f"{obj.type} {obj.name} lacks app.kubernetes.io/{key}"
 
 
 def test_service_account_mounts_no_token(program):
-    sa = program("dev").one("kubernetes:core/v1:ServiceAccount")
-    assert sa.inputs["automountServiceAccountToken"] is False
+    for sa in program("dev").of_type("kubernetes:core/v1:ServiceAccount"):
+        assert sa.inputs["automountServiceAccountToken"] is False
 
 
 def short_lived_config() -> dict:
