@@ -100,5 +100,12 @@ class Metrics:
             registry=r,
         )
 
+    def start_error_series(self, model: str) -> None:
+        """Create the 5xx series at 0: rate() cannot see the increase that creates a series,
+        so without this the first errors of a pod's life would be missing from the error ratio."""
+        for endpoint in ("infer", "predict"):
+            for code in ("500", "503"):
+                self.requests.labels(model, endpoint, code)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
