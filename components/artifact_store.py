@@ -148,9 +148,7 @@ class LocalStore:
         return dest
 
     def read(self, digest: str, name: str) -> bytes:
-        manifest = self.manifest(digest)
-        if manifest is None or name not in manifest["files"]:
-            raise ArtifactStoreError(f"{self.uri(digest)}: no {name} in artifact {digest}")
+        manifest = _published_manifest(self, digest, name)
         data = (self.root / digest / name).read_bytes()
         _check_bytes(data, manifest, name, self.uri(digest))
         return data
@@ -165,6 +163,13 @@ class LocalStore:
         tmp = builds / f".{build_key}.{os.getpid()}.tmp"
         _write_synced(tmp, json.dumps({"digest": digest}))
         os.replace(tmp, builds / f"{build_key}.json")
+
+
+def _published_manifest(store: ArtifactStore, digest: str, name: str) -> dict[str, Any]:
+    manifest = store.manifest(digest)
+    if manifest is None or name not in manifest["files"]:
+        raise ArtifactStoreError(f"{store.uri(digest)}: no {name} in artifact {digest}")
+    return manifest
 
 
 def _check_bytes(data: bytes, manifest: dict[str, Any], name: str, where: str) -> None:
@@ -293,9 +298,7 @@ class S3Store:
         return dest
 
     def read(self, digest: str, name: str) -> bytes:
-        manifest = self.manifest(digest)
-        if manifest is None or name not in manifest["files"]:
-            raise ArtifactStoreError(f"{self.uri(digest)}: no {name} in artifact {digest}")
+        manifest = _published_manifest(self, digest, name)
         key = self._key(digest, name)
         data: bytes = self._call(f"download of {key}", self._client().get_object, Bucket=self.bucket,
                                  Key=key)["Body"].read()

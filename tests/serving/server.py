@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from tests import processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,15 +53,9 @@ class ServerProcess:
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.logs()}")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        code = processes.stop(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code if code is not None else -1
 
 
 def metric(text: str, name: str, **labels: str) -> float:
