@@ -47,6 +47,11 @@ class ExportSpec(_Frozen):
 
     opset: int = Field(18, ge=13, le=23)
     dynamic_batch: bool = True
+    input_shapes: dict[str, tuple[int, ...]] | None = Field(
+        None,
+        description="Per-input shape without the batch dimension. Only needed when no data is given; "
+        "when data is given it must agree.",
+    )
 
 
 class GraphSpec(_Frozen):
@@ -62,6 +67,12 @@ class QuantizeSpec(_Frozen):
     per_channel: bool = True
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=1, le=100_000)
+    op_types: tuple[str, ...] = Field(
+        ("Conv", "MatMul", "Gemm"),
+        min_length=1,
+        description="ONNX op types to quantize: the weight-bearing ones, where int8 pays off.",
+    )
+    reduce_range: bool = Field(False, description="7-bit weights; can help accuracy on CPUs without VNNI.")
 
 
 class GateSpec(_Frozen):

@@ -1,0 +1,1 @@
+"""Example source models built from data that ships inside packages (no downloads)."""

@@ -1,0 +1,112 @@
+"""Latency benchmark: each engine in its own process, same thread count, warm-up first.
+
+Run as a worker: python -m optimize.benchmark --engine torch|onnx --model PATH
+--inputs NPZ --threads N --batch-sizes 1,8 --warmup W --iterations I
+[--factory M:F]; prints one JSON line {"b1": {"p50": ms, "p99": ms}, ...}.
+A separate process per engine keeps one runtime's thread pools, allocator
+and import side effects from skewing the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimize.errors import OptimizeError
+
+
+def measure(run: Any, arrays: list[np.ndarray], warmup: int, iterations: int) -> dict[str, float]:
+    for _ in range(warmup):
+        run(*arrays)
+    times = np.empty(iterations)
+    for i in range(iterations):
+        t = time.perf_counter()
+        run(*arrays)
+        times[i] = time.perf_counter() - t
+    return {
+        "p50": round(float(np.percentile(times, 50) * 1000), 4),
+        "p99": round(float(np.percentile(times, 99) * 1000), 4),
+    }
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    # The worker must import the same code (and any --factory module) as the caller.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def run_engine(
+    engine: str,
+    model: Path,
+    inputs: Path,
+    threads: int,
+    batch_sizes: tuple[int, ...],
+    warmup: int,
+    iterations: int,
+    factory: str | None = None,
+    timeout: float = 900,
+) -> dict[str, dict[str, float]]:
+    """Benchmark one engine in a fresh process; returns {"b1": {"p50","p99"}, ...}."""
+    cmd = [
+        sys.executable, "-m", "optimize.benchmark", "--engine", engine, "--model", str(model),
+        "--inputs", str(inputs), "--threads", str(threads),
+        "--batch-sizes", ",".join(map(str, batch_sizes)), "--warmup", str(warmup), "--iterations", str(iterations),
+    ]  # fmt: skip
+    if factory:
+        cmd += ["--factory", factory]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads), timeout=timeout, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OptimizeError(f"benchmark worker for {engine} failed: {tail}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _worker(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m optimize.benchmark")
+    ap.add_argument("--engine", choices=["torch", "onnx"], required=True)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--inputs", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--factory")
+    args = ap.parse_args(argv)
+    with np.load(args.inputs, allow_pickle=False) as npz:
+        arrays = [npz[k] for k in npz.files]  # saved in the model's input order
+    if args.engine == "torch":
+        import torch
+
+        from optimize import sources
+        from optimize.runtime import torch_runner
+
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(1)
+        src = sources.load(args.model, args.factory)
+        run = torch_runner(src.runner())
+    else:
+        from optimize.runtime import ort_runner, ort_session
+
+        sess = ort_session(args.model, args.threads)
+        run = ort_runner(sess, [str(i) for i in range(len(arrays))])
+    result = {}
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        idx = np.arange(bs) % len(arrays[0])
+        result[f"b{bs}"] = measure(run, [np.ascontiguousarray(a[idx]) for a in arrays], args.warmup, args.iterations)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker())

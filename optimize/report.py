@@ -1,0 +1,140 @@
+"""report.json, a Markdown summary and a PNG chart of baseline vs optimized."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optimize
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dns_label(text: str) -> str:
+    """A DNS-1123 label (lowercase alphanumerics and '-', at most 63) from any text."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-")
+    return label or "model"
+
+
+def signature(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """ONNX input/output names, numpy dtypes and shapes (symbolic dims as null)."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            if v.name in inits:
+                continue
+            t = v.type.tensor_type
+            out.append(
+                {
+                    "name": v.name,
+                    "dtype": str(helper.tensor_dtype_to_np_dtype(t.elem_type)),
+                    "shape": [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim],
+                }
+            )
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for pkg in ("torch", "onnx", "onnxruntime", "onnxscript", "numpy"):
+        try:
+            found[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            found[pkg] = "absent"
+    found["python"] = platform.python_version()
+    found["modelstack"] = optimize.__version__
+    return found
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    acc = report["accuracy"]
+    lat = report["latency_ms"]
+    size = report["size_bytes"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v * 100:.2f}%"
+
+    lines = [
+        f"# {report['name']}: {report['recipe']['name']}",
+        "",
+        f"- digest: `{report['digest']}`",
+        f"- size: {size['source'] / 1e6:.2f} MB -> {size['optimized'] / 1e6:.2f} MB (ratio {report['size_ratio']:.3f})",
+        f"- top-1: {pct(acc.get('baseline'))} -> {pct(acc.get('optimized'))}; "
+        f"argmax agreement {pct(acc.get('agreement'))}",
+        f"- sparsity of prunable weights: {report['sparsity']:.3f}",
+        "",
+        "| batch | baseline p50 ms | baseline p99 ms | optimized p50 ms | optimized p99 ms | p50 ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in lat.get("baseline", {}):
+        b, o = lat["baseline"][key], lat["optimized"][key]
+        lines.append(
+            f"| {key[1:]} | {b['p50']:.3f} | {b['p99']:.3f} | {o['p50']:.3f} | {o['p99']:.3f} "
+            f"| {o['p50'] / b['p50']:.3f} |"
+        )
+    if report.get("pruning"):
+        lines += ["", f"Pruning: {report['pruning']['latency']['note']}."]
+    lines += [
+        "",
+        f"Baseline: {report['baseline_engine']}; optimized: ONNX Runtime CPU; "
+        f"{report['recipe']['benchmark']['threads']} threads each, each in its own process.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Three panels: size, p50 latency per batch size, accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # A fixed date keeps the PNG's metadata stable between identical builds.
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    colors = ["#8c8c8c", "#2a7ab0"]
+    size = report["size_bytes"]
+    axes[0].bar(["baseline", "optimized"], [size["source"] / 1e6, size["optimized"] / 1e6], color=colors)
+    axes[0].set_title("size (MB)")
+    lat = report["latency_ms"]
+    keys = list(lat.get("baseline", {}))
+    xs = range(len(keys))
+    axes[1].bar(
+        [x - 0.2 for x in xs], [lat["baseline"][k]["p50"] for k in keys], 0.4, label="baseline", color=colors[0]
+    )
+    axes[1].bar(
+        [x + 0.2 for x in xs], [lat["optimized"][k]["p50"] for k in keys], 0.4, label="optimized", color=colors[1]
+    )
+    axes[1].set_xticks(list(xs), [f"batch {k[1:]}" for k in keys])
+    axes[1].set_title("p50 latency (ms)")
+    axes[1].legend(fontsize=8)
+    acc = report["accuracy"]
+    if acc.get("baseline") is not None:
+        axes[2].bar(["baseline", "optimized"], [acc["baseline"] * 100, acc["optimized"] * 100], color=colors)
+        axes[2].set_ylim(max(0.0, min(acc["baseline"], acc["optimized"]) * 100 - 5), 100)
+        axes[2].set_title("top-1 accuracy (%)")
+    else:
+        axes[2].bar(["agreement"], [acc["agreement"] * 100], color=colors[1])
+        axes[2].set_ylim(0, 100)
+        axes[2].set_title("argmax agreement (%)")
+    fig.suptitle(f"{report['name']} - {report['recipe']['name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)

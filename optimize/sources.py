@@ -1,0 +1,173 @@
+"""Model sources: detect the file format and load it without unpickling objects.
+
+Formats: torch.export programs (.pt2), TorchScript (torch.jit.save), a state_dict
+(torch.load with weights_only=True) plus a `module:factory` that builds the
+architecture, and ONNX. Anything else is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from optimize.errors import OptimizeError
+
+Format = Literal["exported_program", "torchscript", "state_dict", "onnx"]
+
+
+def detect_format(path: Path) -> Format:
+    """Look inside the file (not at its suffix) and name its format."""
+    if not path.is_file():
+        raise OptimizeError(f"model file '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise OptimizeError(f"model file '{path}' is empty")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                bad = zf.testzip()  # CRC of every member: catches truncation and bit rot
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise OptimizeError(f"model file '{path}' is a corrupt or truncated archive: {exc}") from None
+        if bad is not None:
+            raise OptimizeError(f"model file '{path}' is corrupt: member '{bad}' fails its checksum")
+        if any(n.endswith("/models/model.json") or n.endswith("/archive_format") for n in names):
+            return "exported_program"
+        if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "state_dict"
+        raise OptimizeError(
+            f"model file '{path}' is a zip archive but not a torch.export, TorchScript or torch.save file"
+        )
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head[:1] == b"\x80":
+        raise OptimizeError(
+            f"model file '{path}' is a legacy pickle; it is not loaded because unpickling runs arbitrary code "
+            "(save a state_dict with torch.save, a TorchScript file or a torch.export .pt2)"
+        )
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    raise OptimizeError(
+        f"model file '{path}' has an unknown format "
+        "(expected .pt2, TorchScript, state_dict .pt with --factory, or .onnx)"
+    )
+
+
+@dataclass
+class Source:
+    """A loaded model plus what the later stages need to know about it."""
+
+    path: Path
+    format: Format
+    model: Any  # nn.Module, ScriptModule, ExportedProgram, or onnx.ModelProto
+    input_names: list[str]
+
+    @property
+    def is_torch(self) -> bool:
+        return self.format != "onnx"
+
+    def runner(self) -> Any:
+        """A callable torch module for eager inference (baseline and probes)."""
+        if self.format == "exported_program":
+            return self.model.module()
+        return self.model
+
+
+def load_factory(spec: str) -> Any:
+    """Resolve 'package.module:callable'."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise OptimizeError(f"factory '{spec}' must look like 'package.module:callable'")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise OptimizeError(f"factory module '{mod_name}' cannot be imported: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise OptimizeError(f"factory '{spec}': '{mod_name}' has no attribute '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise OptimizeError(f"factory '{spec}' is not callable")
+    return obj
+
+
+def load(path: Path, factory: str | None = None) -> Source:
+    """Load a model file; torch is imported only for torch formats."""
+    fmt = detect_format(path)
+    if fmt == "onnx":
+        return _load_onnx(path)
+    import torch
+
+    if fmt == "exported_program":
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as exc:
+            raise OptimizeError(
+                f"model file '{path}' cannot be loaded as a torch.export program: {_first(exc)}"
+            ) from None
+        names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        return Source(path, fmt, ep, names)
+    if fmt == "torchscript":
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export; still a source
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ts = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise OptimizeError(f"model file '{path}' cannot be loaded as TorchScript: {_first(exc)}") from None
+        ts.eval()
+        names = [a.name for a in ts.forward.schema.arguments[1:]]
+        return Source(path, fmt, ts, names)
+    # state_dict: weights only, architecture from code the user names.
+    if factory is None:
+        raise OptimizeError(
+            f"model file '{path}' is a state_dict; give --factory module:callable that builds the model"
+        )
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise OptimizeError(f"model file '{path}' cannot be loaded with weights_only=True: {_first(exc)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise OptimizeError(f"model file '{path}' holds a {type(state).__name__}, not a state_dict")
+    module = load_factory(factory)()
+    if not isinstance(module, torch.nn.Module):
+        raise OptimizeError(f"factory '{factory}' returned {type(module).__name__}, not a torch.nn.Module")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise OptimizeError(f"state_dict '{path}' does not fit factory '{factory}': {_first(exc)}") from None
+    module.eval()
+    names = [
+        p.name
+        for p in inspect.signature(module.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return Source(path, fmt, module, names)
+
+
+def _load_onnx(path: Path) -> Source:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise OptimizeError(f"model file '{path}' is not a valid ONNX model: {_first(exc)}") from None
+    initializers = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    return Source(path, "onnx", model, names)
+
+
+def _first(exc: BaseException) -> str:
+    """The first non-empty line of an exception (torch errors run to pages)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(exc).__name__

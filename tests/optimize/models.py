@@ -1,0 +1,114 @@
+"""Tiny real models and data for the optimize tests (trained in well under a second)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+FEATURES, CLASSES = 16, 4
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, CLASSES)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(8 * 4 * 4, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).flatten(1))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(FEATURES, CLASSES)
+        self.b = nn.Linear(8, CLASSES)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return self.a(left) + self.b(right)
+
+
+def build_mlp() -> MLP:
+    """Factory for state_dict sources."""
+    return MLP()
+
+
+def mlp_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A separable task: the label is the argmax of a fixed projection."""
+    rng = np.random.default_rng(seed)
+    w = np.random.default_rng(123).standard_normal((FEATURES, CLASSES))
+    x = rng.standard_normal((n, FEATURES)).astype(np.float32)
+    return x, (x @ w).argmax(1).astype(np.int64)
+
+
+def trained_mlp() -> MLP:
+    torch.manual_seed(0)
+    model = MLP()
+    x, y = mlp_data(2048, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval()
+
+
+def cnn_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label is the quadrant with the brightest blob."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 0.3, (n, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, CLASSES, n)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 0, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4] += 0.7
+    return x, y.astype(np.int64)
+
+
+def trained_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    model = TinyCNN()
+    x, y = cnn_data(1024, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval()
+
+
+def save_all_formats(model: nn.Module, example: torch.Tensor, out: Path) -> dict[str, Path]:
+    """TorchScript, torch.export (.pt2, dynamic batch), state_dict and ONNX files of one model."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "torchscript": out / "model.pt",
+        "exported_program": out / "model.pt2",
+        "state_dict": out / "state.pt",
+        "onnx": out / "model.onnx",
+    }
+    torch.jit.trace(model, example).save(str(paths["torchscript"]))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.export.save(
+        torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(paths["exported_program"])
+    )
+    torch.save(model.state_dict(), paths["state_dict"])
+    torch.onnx.export(
+        model, (example,), str(paths["onnx"]), dynamo=False, input_names=["x"], output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+    )  # fmt: skip
+    return paths

@@ -1,0 +1,83 @@
+"""`python -m optimize build`: exit codes and one-line reasons, via a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.optimize.conftest import fast_recipe, leftovers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "optimize", "build", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300, check=False)  # fmt: skip
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_build_succeeds_with_a_recipe_file(mlp, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(fast_recipe().to_yaml())
+    out = tmp_path / "out"
+    proc = cli("--model", str(mlp["onnx"]), "--recipe", str(recipe), "--out", str(out),
+               "--validation", str(mlp["validation"]), "--name", "tiny")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    report = json.loads((out / "report.json").read_text())
+    assert summary["digest"] == report["digest"] and report["name"] == "tiny"
+    assert proc.stderr.strip() == ""  # no progress display when stderr is not a TTY
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "match"),
+    [
+        (["--model", "MISSING.pt", "--recipe", "int8-dynamic"], 2, "does not exist"),
+        (["--model", "{junk}", "--recipe", "int8-dynamic"], 2, "unknown format"),
+        (["--model", "{ts}", "--recipe", "int9"], 2, "neither a preset"),
+        (["--model", "{ts}", "--recipe", "{extra_recipe}"], 2, "prune.speed: unknown field"),
+        (["--model", "{ts}", "--recipe", "int8-static", "--validation", "{val}"], 2, "needs a calibration set"),
+        (["--model", "{ts}", "--recipe", "{gate_recipe}", "--validation", "{val}"], 3, "accuracy gate failed"),
+    ],
+)
+def test_failures_exit_non_zero_with_one_line(mlp, tmp_path, args, code, match):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a model at all")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("prune:\n  speed: 11\n")
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("prune: {method: structured, amount: 0.9}\nquantize: {mode: none}\n")
+    values = {
+        "junk": junk,
+        "ts": mlp["torchscript"],
+        "val": mlp["validation"],
+        "extra_recipe": extra,
+        "gate_recipe": gate,
+    }
+    out = tmp_path / "out"
+    proc = cli(*[a.format(**values) for a in args], "--out", str(out))
+    assert proc.returncode == code, proc.stderr
+    assert match in _one_line_error(proc)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_progress_display_can_be_forced_on(mlp, tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(fast_recipe().to_json())
+    proc = cli("--model", str(mlp["onnx"]), "--recipe", str(recipe), "--out", str(tmp_path / "out"),
+               "--validation", str(mlp["validation"]), "--progress", "on")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("load", "quantize", "graph", "validate", "benchmark", "report"):
+        assert f"done {stage}" in proc.stderr

@@ -1,0 +1,172 @@
+"""Whole builds through optimize.pipeline.build on tiny real models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from optimize.errors import GateFailed, OptimizeError
+from optimize.pipeline import build
+from optimize.recipe import ExportSpec, GateSpec, PruneSpec, QuantizeSpec
+from optimize.report import sha256
+from tests.optimize.conftest import fast_recipe, leftovers
+
+FACTORY = "tests.optimize.models:build_mlp"
+
+
+def _check_artifact(out, report, source):
+    assert sorted(p.name for p in out.iterdir()) == ["chart.png", "model.onnx", "report.json", "summary.md"]
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["digest"] == sha256(out / "model.onnx")
+    assert report["source_digest"] == sha256(source)
+    assert report["size_bytes"] == {"source": source.stat().st_size, "optimized": (out / "model.onnx").stat().st_size}
+    assert report["inputs"][0]["shape"][0] is None
+    # torch sources get a stable output name; an ONNX source keeps its own.
+    assert report["outputs"][0]["name"] == ("logits" if source.suffix == ".onnx" else "output")
+    for engine in ("baseline", "optimized"):
+        for b in ("b1", "b4"):
+            lat = report["latency_ms"][engine][b]
+            assert 0 < lat["p50"] <= lat["p99"]
+    assert set(report["versions"]) >= {"torch", "onnx", "onnxruntime", "python", "modelstack"}
+    assert report["peak_rss_bytes"] < 2 * 1024**3
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")))
+    assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("torchscript", "dynamic_int8"),
+        ("exported_program", "static_int8"),
+        ("state_dict", "none"),
+        ("onnx", "dynamic_int8"),
+        ("torchscript", "fp16"),
+    ],
+)
+def test_each_source_format_builds(mlp, tmp_path, fmt, mode):
+    out = tmp_path / "artifact"
+    recipe = fast_recipe(quantize=QuantizeSpec(mode=mode))
+    report = build(mlp[fmt], recipe, out, mlp["validation"], mlp["calibration"], factory=FACTORY)
+    _check_artifact(out, report, mlp[fmt])
+    acc = report["accuracy"]
+    assert acc["baseline"] > 0.9 and acc["agreement"] >= 0.95
+    assert acc["delta"] == pytest.approx(acc["optimized"] - acc["baseline"])
+    assert report["source_format"] == fmt
+    assert report["recipe"] == recipe.to_dict()
+    assert report["name"] == "model" if fmt != "state_dict" else report["name"] == "state"
+    assert leftovers(tmp_path, "artifact") == ["artifact"]
+
+
+def test_prune_then_int8_reports_sparsity_and_latency(cnn, tmp_path):
+    out = tmp_path / "pruned"
+    recipe = fast_recipe(prune=PruneSpec(method="global_unstructured", amount=0.5))
+    report = build(cnn["torchscript"], recipe, out, cnn["validation"], cnn["calibration"], name="Tiny_CNN v2")
+    assert report["name"] == "tiny-cnn-v2"
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
+    pruning = report["pruning"]
+    assert pruning["latency"]["p50_ms_dense"] > 0 and "dense" in pruning["latency"]["note"]
+    assert report["accuracy"]["delta"] >= -0.05
+
+
+def test_same_inputs_give_the_same_digest(mlp, tmp_path):
+    recipe = fast_recipe(quantize=QuantizeSpec(mode="static_int8"))
+    a = build(mlp["exported_program"], recipe, tmp_path / "a", mlp["validation"], mlp["calibration"])
+    b = build(mlp["exported_program"], recipe, tmp_path / "b", mlp["validation"], mlp["calibration"])
+    assert a["digest"] == b["digest"]
+
+
+def test_rebuild_replaces_the_directory(mlp, tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    build(mlp["onnx"], fast_recipe(), out, mlp["validation"])
+    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
+    assert leftovers(tmp_path, "art") == ["art"]
+
+
+def test_without_validation_data_needs_shapes_and_skips_the_gate(mlp, tmp_path):
+    with pytest.raises(OptimizeError, match="no example inputs"):
+        build(mlp["torchscript"], fast_recipe(), tmp_path / "x")
+    recipe = fast_recipe(export=ExportSpec(input_shapes={"x": (16,)}))
+    report = build(mlp["torchscript"], recipe, tmp_path / "x")
+    assert report["gate"]["checked"] is False and report["accuracy"]["baseline"] is None
+
+
+def test_gate_failure_publishes_nothing(mlp, tmp_path):
+    # Removing 90% of every hidden layer's rows wrecks the model; the baseline is the unpruned original.
+    recipe = fast_recipe(prune=PruneSpec(method="structured", amount=0.9), gate=GateSpec())
+    with pytest.raises(GateFailed, match=r"accuracy gate failed: top-1 accuracy dropped .* nothing was published"):
+        build(mlp["torchscript"], recipe, tmp_path / "gated", mlp["validation"])
+    assert leftovers(tmp_path, "gated") == []
+
+
+def _bad(tmp_path, **arrays):
+    path = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("truncated_model", "corrupt|truncated|unknown format"),
+        ("labels_out_of_range", r"model output shape \(2, 4\) does not match the validation labels"),
+        ("empty_calibration", "calibration data .* is empty"),
+        ("wrong_input_shape", "shape mismatch: the model rejects input 'x' \\[2, 9\\]"),
+        ("recipe_shape_mismatch", r"shape mismatch: recipe export.input_shapes\['x'\] is \[9\]"),
+        ("static_without_calibration", "needs a calibration set"),
+        ("missing_model", "does not exist"),
+        ("prune_onnx", "prune needs a torch source"),
+    ],
+)
+def test_bad_input_fails_fast_and_leaves_nothing(mlp, tmp_path, case, match):
+    x, y = np.load(mlp["validation"])["x"], np.load(mlp["validation"])["y"]
+    model, recipe, val, cal = mlp["torchscript"], fast_recipe(), mlp["validation"], None
+    work = tmp_path / "inputs"
+    work.mkdir()
+    if case == "truncated_model":
+        model = work / "cut.pt"
+        model.write_bytes(mlp["torchscript"].read_bytes()[:3000])
+    elif case == "labels_out_of_range":
+        val = _bad(work, x=x, y=y * 3)
+    elif case == "empty_calibration":
+        recipe, cal = fast_recipe(quantize=QuantizeSpec(mode="static_int8")), _bad(work, x=x[:0])
+    elif case == "wrong_input_shape":
+        val = _bad(work, x=np.zeros((10, 9), np.float32), y=y[:10])
+    elif case == "recipe_shape_mismatch":
+        recipe = fast_recipe(export=ExportSpec(input_shapes={"x": (9,)}))
+    elif case == "static_without_calibration":
+        recipe = fast_recipe(quantize=QuantizeSpec(mode="static_int8"))
+    elif case == "missing_model":
+        model = work / "nope.pt"
+    elif case == "prune_onnx":
+        model, recipe = mlp["onnx"], fast_recipe(prune=PruneSpec(method="global_unstructured", amount=0.5))
+    with pytest.raises(OptimizeError, match=match) as err:
+        build(model, recipe, tmp_path / "out", val, cal)
+    assert "\n" not in str(err.value)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_multi_input_model(tmp_path):
+    import torch
+
+    from tests.optimize.models import TwoInputs
+
+    torch.manual_seed(0)
+    model = TwoInputs().eval()
+    ex = (torch.randn(2, 16), torch.randn(2, 8))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(
+        torch.export.export(model, ex, dynamic_shapes=({0: batch}, {0: batch})), str(tmp_path / "two.pt2")
+    )
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "v.npz", left=rng.standard_normal((32, 16)).astype(np.float32),
+             right=rng.standard_normal((32, 8)).astype(np.float32))  # fmt: skip
+    report = build(
+        tmp_path / "two.pt2", fast_recipe(quantize=QuantizeSpec(mode="none")), tmp_path / "o", tmp_path / "v.npz"
+    )
+    assert [i["name"] for i in report["inputs"]] == ["left", "right"]
+    assert report["accuracy"]["agreement"] == 1.0 and report["accuracy"]["max_abs_error"] < 1e-4
