@@ -82,7 +82,9 @@ def test_overload_gets_503_with_retry_after(model_root: Path, start_server: Star
 
 def test_sigterm_drains_in_flight_requests(model_root: Path, start_server: Start) -> None:
     server = start_server(model_root / "slow", max_batch_size=1, shutdown_delay_s=0.5, warmup_runs=1)
-    body = json.dumps(rows_request("x", np.ones((64, 1024), dtype=np.float32))).encode()
+    # ~0.4 s of compute each, run one at a time: all four are inside the server long before the first ends,
+    # even on a loaded machine.
+    body = json.dumps(rows_request("x", np.ones((256, 1024), dtype=np.float32))).encode()
     with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client.post, "/v2/models/slow/infer", content=body) for _ in range(4)]
         deadline = time.monotonic() + 10
@@ -106,7 +108,7 @@ def test_sigterm_drains_in_flight_requests(model_root: Path, start_server: Start
 
 def test_sigterm_without_delay_still_finishes_in_flight(model_root: Path, start_server: Start) -> None:
     server = start_server(model_root / "slow", max_batch_size=1, warmup_runs=1)
-    body = json.dumps(rows_request("x", np.ones((64, 1024), dtype=np.float32))).encode()
+    body = json.dumps(rows_request("x", np.ones((256, 1024), dtype=np.float32))).encode()
     with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(client.post, "/v2/models/slow/infer", content=body) for _ in range(2)]
         deadline = time.monotonic() + 10
