@@ -46,4 +46,4 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) examples/*/build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) examples/*/build .cache .pytest_cache .mypy_cache .ruff_cache
