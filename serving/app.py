@@ -116,7 +116,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
             m.name, m.digest[:12], m.providers, m.intra_op_threads, m.batchable, seconds,
         )  # fmt: skip
         state.metrics.model_info.labels(m.name, m.digest, ",".join(m.providers), __version__).set(1)
-        state.metrics.start_error_series(m.name)
+        state.metrics.start_series(m.name)
         state.batcher = Batcher(
             m,
             state.metrics,

@@ -100,11 +100,11 @@ class Metrics:
             registry=r,
         )
 
-    def start_error_series(self, model: str) -> None:
-        """Create the 5xx series at 0: rate() cannot see the increase that creates a series,
-        so without this the first errors of a pod's life would be missing from the error ratio."""
+    def start_series(self, model: str) -> None:
+        """Create the success and 5xx series at 0: rate() cannot see the increase that creates a series,
+        so without this a pod's first requests would be missing from the error ratio (or skew it)."""
         for endpoint in ("infer", "predict"):
-            for code in ("500", "503"):
+            for code in ("200", "500", "503"):
                 self.requests.labels(model, endpoint, code)
 
     def render(self) -> bytes:

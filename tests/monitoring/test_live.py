@@ -215,7 +215,7 @@ def test_prometheus_scrapes_the_server_with_the_generated_relabeling(stack):
     # Good traffic and client errors burn no error budget (rules run every second: give them a few rounds).
     time.sleep(3)
     ratio = prom.query(f'modelstack:request_errors:ratio_rate5m{{namespace="{NS}",model="{MODEL}"}}')
-    # 0, or NaN (0/0) while the 200s' series is too young for rate(): either way no budget burns.
+    # 0, or NaN (0/0) if no request fell inside the rate window yet: either way no budget burns.
     assert all(s["value"][1] in ("0", "NaN") for s in ratio), ratio
     assert burn_alerts(prom) == []
 
@@ -230,9 +230,10 @@ def test_error_burst_sets_off_the_burn_rate_alert(stack):
     codes = send(server.url, [(1, 3, MODEL)] * 150 + [(2, 4, MODEL)] * 50)
     assert codes.count(500) == 150 and codes.count(200) == 50, codes
 
-    ratio = prom.wait_for("the 5m error ratio to pass 14.4x the budget", lambda: [
-        s for s in prom.query(f"modelstack:request_errors:ratio_rate5m{{{sel}}}") if float(s["value"][1]) > 0.144])
-    assert float(ratio[0]["value"][1]) < 1.0
+    # 150 of 200 failed: once both codes are scraped the ratio is far past 14.4x the budget yet below 1
+    # (a scrape between the 500s and the 200s may briefly see 1.0).
+    prom.wait_for("the 5m error ratio to pass 14.4x the budget", lambda: [
+        s for s in prom.query(f"modelstack:request_errors:ratio_rate5m{{{sel}}}") if 0.144 < float(s["value"][1]) < 1])
     fast = prom.wait_for("the 1h/5m burn alert to go pending", lambda: [
         a for a in burn_alerts(prom) if a["labels"]["long_window"] == "1h" and a["state"] in ("pending", "firing")])
     assert fast[0]["labels"] | {"namespace": NS, "model": MODEL, "severity": "page"} == fast[0]["labels"]

@@ -192,11 +192,11 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert field.description, f"setting {name} needs a description"
 
 
-def test_error_series_exist_at_zero_before_the_first_error(model_root: Path) -> None:
-    """rate() misses the increase that creates a series: 5xx counters must exist from the start."""
+def test_request_series_exist_at_zero_before_the_first_request(model_root: Path) -> None:
+    """rate() misses the increase that creates a series: 200 and 5xx counters must exist from the start."""
     with client_for(model_root / "linear") as fresh:
         text = fresh.get("/metrics").text
     for endpoint in ("infer", "predict"):
-        for code in ("500", "503"):
+        for code in ("200", "500", "503"):
             line = f'modelstack_requests_total{{code="{code}",endpoint="{endpoint}",model="linear"}} 0.0'
             assert line in text, line
