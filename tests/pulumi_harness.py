@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks, rpc, settings
 from pulumi.runtime.stack import Stack, run_pulumi_func, wait_for_rpcs
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "modelstack"
@@ -179,12 +180,32 @@ def run_program(
     for key, value in (secrets or {}).items():
         values[f"{PROJECT}:{key}"] = value
         secret_keys.append(f"{PROJECT}:{key}")
+    from components import serving_image
 
+    real_prepare, serving_image.prepare_context = serving_image.prepare_context, _mock_context
+    try:
+        return run_mocked(stack, lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi__"),
+                          engine_config(values), secret_keys, preview=preview, raise_errors=raise_errors)
+    finally:
+        serving_image.prepare_context = real_prepare
+
+
+def run_mocked(
+    stack: str,
+    program: Callable[[], Any],
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    preview: bool = False,
+    raise_errors: bool = True,
+) -> ProgramRun:
+    """Run `program` under the recording mock engine, as the engine would run a Pulumi program."""
     run = ProgramRun(stack=stack)
+    _ensure_event_loop()  # other tests (ASGI clients) may have closed this thread's loop
     settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=preview,
                              monitor=_RecordingMonitor(run))
-    pulumi.runtime.set_all_config(engine_config(values), secret_keys)
+    if config is not None:
+        pulumi.runtime.set_all_config(config, secret_keys or [])
     settings.SETTINGS.root_directory = str(ROOT)  # the engine sets it to the directory of Pulumi.yaml
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
@@ -192,17 +213,13 @@ def run_program(
     # the program's exports when the program is done, as the engine's does.
     settings.set_root_resource(None)  # type: ignore[arg-type]
     root = Stack()
-    from components import serving_image
-
-    real_prepare, serving_image.prepare_context = serving_image.prepare_context, _mock_context
     try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi__")))
+        _sync_await(run_pulumi_func(program))
     except Exception as exc:
         if raise_errors:
             raise
         run.error = exc
     finally:
-        serving_image.prepare_context = real_prepare
         root._finish()
         _sync_await(wait_for_rpcs())
     return run

@@ -11,13 +11,10 @@ from dataclasses import replace
 from typing import Any
 
 import pulumi
-from pulumi.runtime import settings
-from pulumi.runtime.stack import Stack, run_pulumi_func, wait_for_rpcs
-from pulumi.runtime.sync_await import _sync_await
 
 from components.config import StackConfig, parse_stack_config
 from components.monitoring import Monitoring, MonitoringArgs
-from tests.pulumi_harness import PROJECT, ROOT, ProgramRun, _Mocks, _RecordingMonitor, engine_config, stack_config
+from tests.pulumi_harness import PROJECT, ROOT, ProgramRun, engine_config, run_mocked, stack_config
 
 PASSWORD = "not-a-real-password-7f3a"
 
@@ -35,14 +32,7 @@ def run_monitoring(stack: str, benchmark_p99_ms: float = 12.5, overrides: dict[s
                    ) -> tuple[ProgramRun, dict[str, Any]]:
     """Register Monitoring('monitoring', ...) for `stack`; returns the run and the component's resolved outputs."""
     cfg = stack_cfg(stack, overrides)
-    run = ProgramRun(stack=stack)
     outputs: dict[str, Any] = {}
-    settings.set_root_resource(None)  # type: ignore[arg-type]
-    pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(run))
-    settings.SETTINGS.rpc_manager.clear()
-    settings.SETTINGS.outputs.clear()
-    settings.set_root_resource(None)  # type: ignore[arg-type]
-    root = Stack()
 
     def program() -> None:
         secret = pulumi.Output.secret(PASSWORD)
@@ -51,9 +41,5 @@ def run_monitoring(stack: str, benchmark_p99_ms: float = 12.5, overrides: dict[s
         for key in ("grafana_url", "grafana_port_forward", "prometheus_url", "rules", "latency_threshold_s"):
             getattr(mon, key).apply(lambda v, k=key: outputs.__setitem__(k, v))
 
-    try:
-        _sync_await(run_pulumi_func(program))
-    finally:
-        root._finish()
-        _sync_await(wait_for_rpcs())
+    run = run_mocked(stack, program)
     return run, outputs
