@@ -58,3 +58,13 @@ def test_importing_recipe_does_not_import_torch_or_onnxruntime():
     code = f"import sys, optimize, optimize.recipe; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prune_amount_without_method_is_rejected():
+    with pytest.raises(RecipeError, match=r"prune\.method is 'none'"):
+        Recipe.from_dict({"prune": {"amount": 0.5}})
+
+
+def test_recipe_is_frozen():
+    with pytest.raises(Exception, match="frozen"):
+        PRESETS["int8-dynamic"].name = "x"  # type: ignore[misc]
