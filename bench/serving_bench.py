@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -73,7 +74,28 @@ def write_dir(model: onnx.ModelProto, out: Path, name: str) -> Path:
     return out
 
 
-class Server:
+class _ServerProcess:
+    """A server in its own process: its RSS, and a SIGTERM stop (SIGKILL if it hangs)."""
+
+    proc: subprocess.Popen
+    _log: Any
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+class Server(_ServerProcess):
     def __init__(self, model_dir: Path, log: Path, **env: object):
         environ = {**os.environ, **{f"MODELSTACK_SERVING_{k.upper()}": str(v) for k, v in env.items()}}
         self.log = log
@@ -99,19 +121,6 @@ class Server:
         except OSError:
             return False
 
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
 
 
 # The HTTP stack alone: uvicorn (same loop/parser as the server) answering a canned body, no Starlette,
@@ -351,7 +360,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class MLServer:
+class MLServer(_ServerProcess):
     """MLServer in its own process and venv, serving one ONNX file through MLSERVER_RUNTIME."""
 
     def __init__(self, exe: Path, model_dir: Path, work: Path, name: str, threads: int, batch: bool):
@@ -391,19 +400,6 @@ class MLServer:
             time.sleep(0.2)
         raise RuntimeError("MLServer not ready")
 
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
 
 
 def mlserver_compare(exe: Path, small: Path, heavy: Path, root: Path, threads: int, args: argparse.Namespace) -> None:
