@@ -1,6 +1,8 @@
 """Serving benchmark: prints figures and ratios measured side by side in one run (not a test).
 
     .venv/bin/python bench/serving_bench.py [--seconds 2] [--rounds 6] [--requests 2000] [--threads N] [--mlserver PATH]
+    .venv/bin/python bench/serving_bench.py --example digits|text [--mlserver PATH]
+    .venv/bin/python bench/serving_bench.py --soak SECONDS
 
 1. Overhead: HTTP round trip (keep-alive http.client loop, batch 1, concurrency 1) minus in-process
    ``session.run`` of the same model with the same thread count, p50 and p99. Targets: <= 0.5 ms / <= 2 ms.
@@ -11,6 +13,18 @@
    there too): MLServer serving the same ONNX files through a minimal custom runtime, same threads, same
    client loops: overhead at batch 1 and req/s at 8 connections with its adaptive batching (8 rows, 2 ms).
 Each engine runs in its own process; only one is measured at a time (idle ones cost no CPU), warm-up first.
+
+With ``--example digits|text`` the same parts run on that example's optimized artifact instead of the MLPs
+(``python -m optimize build --recipe int8-dynamic``, built once into ``.cache/serving-bench/``; the request
+is one real row of the example's validation set, its dtype and shape from report.json "inputs"):
+overhead at batch 1, req/s at 8 connections vs MLServer (targets: digits >= 2x, text >= 1.5x, against
+MLServer's better configuration, adaptive batching on or off), and, on the text example, batching on vs off
+at 8 connections (target >= 1.6x) with the p99 check: batched p99 <= unbatched p99 + max_queue_delay + one
+batch's compute time (in-process ``session.run`` p50 at max_batch_size rows), plus server RSS (< 300 MB).
+
+``--soak SECONDS`` (alone): the text example's server at its defaults; saturation req/s at 8 connections,
+then ~70% of that rate, paced, over 8 connections for SECONDS, RSS sampled every 10 s; prints start/end/max
+RSS and growth (target < 5%).
 """
 
 from __future__ import annotations
@@ -122,7 +136,6 @@ class Server(_ServerProcess):
             return False
 
 
-
 # The HTTP stack alone: uvicorn (same loop/parser as the server) answering a canned body, no Starlette,
 # no model. Server p50 minus this floor = what our own code (routing, JSON, checks, batching, metrics) costs.
 FLOOR_APP = """
@@ -159,9 +172,13 @@ def floor_latency(payload: bytes, n: int) -> list[float]:
         proc.wait(timeout=10)
 
 
-def body(x: np.ndarray) -> bytes:
+DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+def body(x: np.ndarray, name: str = "x") -> bytes:
+    datatype = DATATYPES[str(x.dtype)]
     return json.dumps(
-        {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+        {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
     ).encode()
 
 
@@ -169,20 +186,23 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000, q))
 
 
-def session_latency(model_dir: Path, threads: int, n: int) -> list[float]:
+def session_latency(model_dir: Path, threads: int, n: int, feeds: dict[str, np.ndarray] | None = None) -> list[float]:
+    """In-process ``session.run`` times (after warm-up) with the server's session options; default feed:
+    one random row for the MLPs' ``x``."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the server runs it
     s = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    width = s.get_inputs()[0].shape[1]
-    x = np.random.default_rng(0).standard_normal((1, width)).astype(np.float32)
-    for _ in range(200):
-        s.run(None, {"x": x})
+    if feeds is None:
+        width = s.get_inputs()[0].shape[1]
+        feeds = {"x": np.random.default_rng(0).standard_normal((1, width)).astype(np.float32)}
+    for _ in range(min(200, max(20, n // 10))):
+        s.run(None, feeds)
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        s.run(None, {"x": x})
+        s.run(None, feeds)
         times.append(time.perf_counter() - t)
     return times
 
@@ -205,18 +225,38 @@ def http_latency(port: int, path: str, payload: bytes, n: int) -> list[float]:
     return times
 
 
-def throughput(port: int, path: str, payload: bytes, connections: int, seconds: float) -> float:
+MAX_REQUESTS_PER_CONNECTION = 2_000_000  # every load loop is bounded in count as well as in time
+
+
+def load(
+    port: int, path: str, payload: bytes, connections: int, seconds: float, rate: float = 0.0
+) -> tuple[float, list[float]]:
+    """``connections`` keep-alive clients posting ``payload`` for ``seconds``: (requests/s, latencies in s).
+
+    rate=0: closed loop, each client sends its next request as soon as the last is answered. rate>0: paced,
+    each client sends on a fixed schedule of rate/connections per second (late sends go at once)."""
     counts = [0] * connections
+    latencies: list[list[float]] = [[] for _ in range(connections)]
     stop = time.perf_counter() + seconds
     errors: list[str] = []
+    interval = connections / rate if rate > 0 else 0.0
 
     def worker(i: int) -> None:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        start = time.perf_counter() + interval * i / connections  # stagger the paced clients
         try:
-            while time.perf_counter() < stop:
+            for k in range(MAX_REQUESTS_PER_CONNECTION):
+                if interval:
+                    wait = start + k * interval - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                t = time.perf_counter()
+                if t >= stop:
+                    break
                 c.request("POST", path, payload, {"Content-Type": "application/json"})
                 r = c.getresponse()
                 r.read()
+                latencies[i].append(time.perf_counter() - t)
                 if r.status != 200:
                     errors.append(str(r.status))
                 counts[i] += 1
@@ -231,7 +271,11 @@ def throughput(port: int, path: str, payload: bytes, connections: int, seconds: 
         t.join()
     if errors:
         raise RuntimeError(f"non-200 responses: {errors[:5]}")
-    return sum(counts) / (time.perf_counter() - t0)
+    return sum(counts) / (time.perf_counter() - t0), [x for lat in latencies for x in lat]
+
+
+def throughput(port: int, path: str, payload: bytes, connections: int, seconds: float) -> float:
+    return load(port, path, payload, connections, seconds)[0]
 
 
 def main() -> None:
@@ -242,10 +286,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="rounds of alternating measurement windows")
     ap.add_argument("--only", choices=["overhead", "batching", "mlserver"], help="run one part")
     ap.add_argument("--mlserver", type=Path, help="mlserver executable (its own venv) to compare against")
+    ap.add_argument("--example", choices=sorted(EXAMPLES), help="run on this example's int8-dynamic artifact")
+    ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="soak the text example (alone)")
     args = ap.parse_args()
 
     threads = args.threads or available_cpus()
     print(f"cpus available: {available_cpus()}  ort threads: {threads}  onnxruntime {ort.__version__}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.soak > 0 or args.example:
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.soak > 0:
+                soak(example_artifact("text"), Path(tmp), threads, args.soak)
+            else:
+                run_example(args.example, example_artifact(args.example), Path(tmp), threads, args)
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         small = write_dir(mlp(32, 64, 1, 8), root / "small", "small")
@@ -345,12 +400,14 @@ class OnnxModel(MLModel):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(self.settings.parameters.uri, opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.output = self.session.get_outputs()[0].name
+        self.dtype = np.int64 if self.session.get_inputs()[0].type == "tensor(int64)" else np.float32
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        x = NumpyCodec.decode_input(payload.inputs[0]).astype(self.dtype, copy=False)
         (y,) = self.session.run(None, {self.input: x})
-        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("y", y)])
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output(self.output, y)])
 """
 
 
@@ -401,7 +458,6 @@ class MLServer(_ServerProcess):
         raise RuntimeError("MLServer not ready")
 
 
-
 def mlserver_compare(exe: Path, small: Path, heavy: Path, root: Path, threads: int, args: argparse.Namespace) -> None:
     """Same model files, threads and client loops: ours vs MLServer, both up at once, windows alternating."""
     small_payload = body(np.random.default_rng(0).standard_normal((1, 32)).astype(np.float32))
@@ -439,6 +495,250 @@ def mlserver_compare(exe: Path, small: Path, heavy: Path, root: Path, threads: i
     lat = np.median(np.array(p50["ours"]) / np.array(p50["mlserver"]))
     thr = np.median(np.array(rps["ours"]) / np.array(rps["mlserver"]))
     print(f"ratio ours/MLServer (median per round): p50 latency {lat:.2f}x, throughput {thr:.2f}x")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real examples: examples/<name> trained by `python -m examples.<name>.train`, compressed by
+# `python -m optimize build --recipe int8-dynamic`, served as they are.
+
+EXAMPLES = {
+    "digits": "overhead-bound (small CNN, float32 [N,1,8,8])",
+    "text": "compute-bound (4-layer encoder, int64 token ids [N,64])",
+}
+MLSERVER_TARGET = {"digits": 2.0, "text": 1.5}
+CACHE = REPO / ".cache" / "serving-bench"  # git-ignored
+
+
+def example_artifact(name: str, recipe: str = "int8-dynamic") -> Path:
+    """DIR with model.onnx + report.json for the example, built once per (model.pt, recipe) into CACHE."""
+    build = REPO / "examples" / name / "build"
+    if not (build / "model.pt").is_file():
+        print(f"training examples/{name} ...", flush=True)
+        subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", str(build)], cwd=REPO, check=True)
+    key = hashlib.sha256((build / "model.pt").read_bytes() + recipe.encode()).hexdigest()[:16]
+    out = CACHE / f"{name}-{recipe}-{key}"
+    if not (out / "report.json").is_file():
+        print(f"building {out.relative_to(REPO)} ...", flush=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "optimize", "build", "--model", str(build / "model.pt"), "--recipe", recipe]
+        cmd += ["--out", str(out), "--validation", str(build / "validation.npz")]
+        cmd += ["--calibration", str(build / "calibration.npz")]
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=900)
+    return out
+
+
+def example_rows(model_dir: Path, rows: int) -> tuple[str, np.ndarray]:
+    """(input name, the first ``rows`` rows of the example's validation set, in report.json's dtype/shape)."""
+    report = json.loads((model_dir / "report.json").read_text())
+    (spec,) = report["inputs"]
+    name = model_dir.name.split("-")[0]
+    data = np.load(REPO / "examples" / name / "build" / "validation.npz", allow_pickle=False)
+    x = data[spec["name"]] if spec["name"] in data.files else data["x"]
+    x = np.ascontiguousarray(x[:rows], dtype=np.dtype(spec["dtype"]))
+    assert list(x.shape[1:]) == spec["shape"][1:], (x.shape, spec["shape"])
+    return spec["name"], x
+
+
+def run_example(name: str, model_dir: Path, root: Path, threads: int, args: argparse.Namespace) -> None:
+    report = json.loads((model_dir / "report.json").read_text())
+    model = report["name"]
+    path = f"/v2/models/{model}/infer"
+    input_name, x = example_rows(model_dir, 1)
+    payload = body(x, input_name)
+    print(f"\n# example {name}: {EXAMPLES[name]}; {model_dir.relative_to(REPO)}")
+    print(f"input {input_name} {report['inputs'][0]['dtype']} {list(x.shape)}, request body {len(payload)} bytes")
+
+    if args.only in (None, "overhead"):
+        session = session_latency(model_dir, threads, args.requests, {input_name: x})
+        server = Server(model_dir, root / f"{name}-overhead.log", intra_op_threads=threads)
+        try:
+            http_t = http_latency(server.port, path, payload, args.requests)
+            rss = server.rss_mb()
+        finally:
+            server.stop()
+        s50, s99, h50, h99 = pct(session, 50), pct(session, 99), pct(http_t, 50), pct(http_t, 99)
+        print(f"\n## overhead ({name}, batch 1, concurrency 1, keep-alive http.client)")
+        print(f"session.run in-process     p50 {s50:7.3f} ms  p99 {s99:7.3f} ms")
+        print(f"HTTP /infer                p50 {h50:7.3f} ms  p99 {h99:7.3f} ms")
+        print(
+            f"overhead (HTTP - session)  p50 {h50 - s50:7.3f} ms  p99 {h99 - s99:7.3f} ms   (targets <= 0.5 / <= 2 ms)"
+        )
+        print(f"server RSS: {rss:.0f} MB")
+
+    if name == "text" and args.only in (None, "batching"):
+        example_batching(model_dir, root, threads, args, path, input_name, x, payload)
+
+    if args.mlserver and args.only in (None, "mlserver"):
+        example_vs_mlserver(name, model_dir, root, threads, args, path, payload)
+
+
+def example_batching(
+    model_dir: Path,
+    root: Path,
+    threads: int,
+    args: argparse.Namespace,
+    path: str,
+    input_name: str,
+    x: np.ndarray,
+    payload: bytes,
+) -> None:
+    """8 connections, batch-1 requests: batching off vs on (delay 0 and 2 ms); req/s ratio and the p99 check."""
+    max_batch = 8
+    batch_x = np.ascontiguousarray(np.repeat(x, max_batch, axis=0))
+    compute = pct(session_latency(model_dir, threads, 100, {input_name: batch_x}), 50)  # one full batch, ms
+    configs = {
+        "off (max_batch_size=1)": ({"max_batch_size": 1}, 0.0),
+        "on  (max_batch_size=8, delay 0)": ({"max_batch_size": max_batch, "max_queue_delay_ms": 0}, 0.0),
+        "on  (max_batch_size=8, delay 2 ms)": ({"max_batch_size": max_batch, "max_queue_delay_ms": 2}, 2.0),
+    }
+    servers: dict[str, Server] = {}
+    rates: dict[str, list[float]] = {k: [] for k in configs}
+    lats: dict[str, list[float]] = {k: [] for k in configs}
+    try:
+        for i, (cname, (env, _)) in enumerate(configs.items()):
+            servers[cname] = Server(model_dir, root / f"text-batch{i}.log", intra_op_threads=threads, **env)
+            load(servers[cname].port, path, payload, 8, 1.0)  # warm-up
+        for _ in range(args.rounds):
+            for cname, server in servers.items():
+                rate, lat = load(server.port, path, payload, 8, args.seconds)
+                rates[cname].append(rate)
+                lats[cname] += lat
+        batch = {cname: mean_batch(server.port) for cname, server in servers.items()}
+        rss = {cname: server.rss_mb() for cname, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+    off_name = "off (max_batch_size=1)"
+    off = np.array(rates[off_name])
+    off_p99 = pct(lats[off_name], 99)
+    print(f"\n## dynamic batching (text; 8 connections, batch 1 each; {args.rounds} rounds of {args.seconds:g} s)")
+    print(f"one batch of {max_batch} rows, in-process session.run p50: {compute:.2f} ms")
+    for cname, (_, delay) in configs.items():
+        ratio = float(np.median(np.array(rates[cname]) / off))
+        p50, p99 = pct(lats[cname], 50), pct(lats[cname], 99)
+        print(
+            f"batching {cname:36s} {np.median(rates[cname]):7.1f} req/s  x{ratio:.2f} (median per-round ratio)  "
+            f"mean batch {batch[cname]:.2f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  RSS {rss[cname]:.0f} MB"
+        )
+        if cname != off_name:
+            bound = off_p99 + delay + compute
+            verdict = "met" if ratio >= 1.6 else "MISSED"
+            print(f"    speed-up target >= 1.6x: {verdict}")
+            verdict = "met" if p99 <= bound else "MISSED"
+            print(
+                f"    p99 check: {p99:.2f} ms <= unbatched p99 {off_p99:.2f} + max_queue_delay {delay:g} "
+                f"+ batch compute {compute:.2f} = {bound:.2f} ms: {verdict}"
+            )
+    top = max(rss.values())
+    print(
+        f"server RSS with the text model loaded, after load (max): {top:.0f} MB  (target < 300 MB: "
+        f"{'met' if top < 300 else 'MISSED'})"
+    )
+
+
+def example_vs_mlserver(
+    name: str, model_dir: Path, root: Path, threads: int, args: argparse.Namespace, path: str, payload: bytes
+) -> None:
+    """req/s at 8 connections and batch-1 latency at 1: ours (defaults: batching 8 rows, no delay) vs MLServer
+    with adaptive batching (8 rows, 2 ms) and without; the ratio is against MLServer's better one."""
+    model = json.loads((model_dir / "report.json").read_text())["name"]
+    engines: dict[str, Server | MLServer] = {}
+    rps: dict[str, list[float]] = {}
+    p50: dict[str, list[float]] = {}
+    p99: dict[str, list[float]] = {}
+    latency_requests = max(50, args.requests // (4 if name == "digits" else 20))
+    try:
+        engines["ours"] = Server(model_dir, root / f"{name}-ours.log", intra_op_threads=threads)
+        engines["mlserver batching"] = MLServer(args.mlserver, model_dir, root / "mls-b", model, threads, batch=True)
+        engines["mlserver no batching"] = MLServer(
+            args.mlserver, model_dir, root / "mls-nb", model, threads, batch=False
+        )
+        for who, server in engines.items():
+            load(server.port, path, payload, 8, 1.0)  # warm-up
+            rps[who], p50[who], p99[who] = [], [], []
+        for _ in range(args.rounds):
+            for who, server in engines.items():
+                rps[who].append(load(server.port, path, payload, 8, args.seconds)[0])
+                t = http_latency(server.port, path, payload, latency_requests)
+                p50[who].append(pct(t, 50))
+                p99[who].append(pct(t, 99))
+        rss = {who: server.rss_mb() for who, server in engines.items()}
+    finally:
+        for server in engines.values():
+            server.stop()
+    print(f"\n## vs MLServer ({name}; same ONNX file, threads and client; {args.rounds} rounds of {args.seconds:g} s)")
+    for who in engines:
+        print(
+            f"{who:22s} 8 conns {np.median(rps[who]):7.1f} req/s (min/max {min(rps[who]):.0f}/{max(rps[who]):.0f})"
+            f"   1 conn p50 {np.median(p50[who]):6.3f} ms  p99 {np.median(p99[who]):6.3f} ms   RSS {rss[who]:.0f} MB"
+        )
+    ours = np.array(rps["ours"])
+    best = np.maximum(np.array(rps["mlserver batching"]), np.array(rps["mlserver no batching"]))
+    ratio = float(np.median(ours / best))
+    lat = float(np.median(np.array(p50["ours"]) / np.array(p50["mlserver no batching"])))
+    target = MLSERVER_TARGET[name]
+    print(
+        f"throughput ours / MLServer's better config (median per-round ratio): {ratio:.2f}x   "
+        f"(target >= {target:g}x: {'met' if ratio >= target else 'MISSED'})"
+    )
+    print(f"batch-1 p50 latency ours / MLServer (no batching): {lat:.2f}x")
+
+
+def soak(model_dir: Path, root: Path, threads: int, seconds: float) -> None:
+    """Saturation req/s at 8 connections, then ~70% of it, paced, for ``seconds``; RSS every 10 s."""
+    model = json.loads((model_dir / "report.json").read_text())["name"]
+    path = f"/v2/models/{model}/infer"
+    input_name, x = example_rows(model_dir, 1)
+    payload = body(x, input_name)
+    server = Server(model_dir, root / "soak.log", intra_op_threads=threads)
+    samples: list[tuple[float, float]] = []
+    try:
+        load(server.port, path, payload, 8, 2.0)  # warm-up
+        saturation = load(server.port, path, payload, 8, 10.0)[0]
+        rate = 0.7 * saturation
+        print(
+            f"\n## soak (text, server defaults, 8 connections): saturation {saturation:.1f} req/s, "
+            f"driving {rate:.1f} req/s (70%) for {seconds:g} s",
+            flush=True,
+        )
+        result: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                result["rate"], result["lat"] = load(server.port, path, payload, 8, seconds, rate=rate)
+            except Exception as e:  # reported below
+                result["error"] = e
+
+        driver = threading.Thread(target=drive)
+        t0 = time.monotonic()
+        driver.start()
+        for i in range(int(seconds // 10) + 2):  # bounded: one sample per 10 s for the soak's length
+            samples.append((time.monotonic() - t0, server.rss_mb()))
+            print(
+                f"  t={samples[-1][0]:6.1f} s  RSS {samples[-1][1]:6.1f} MB  load avg {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+            driver.join(timeout=max(0.0, t0 + 10 * (i + 1) - time.monotonic()))
+            if not driver.is_alive():
+                break
+        driver.join(timeout=seconds + 120)
+        samples.append((time.monotonic() - t0, server.rss_mb()))
+    finally:
+        server.stop()
+    if "error" in result:
+        raise RuntimeError(f"soak load failed: {result['error']}")
+    start, end = samples[0][1], samples[-1][1]
+    top = max(rss for _, rss in samples)
+    growth = (end - start) / start * 100
+    lat = result["lat"]
+    print(
+        f"achieved {result['rate']:.1f} req/s, {len(lat)} requests, all 200; "
+        f"p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms"
+    )
+    print(
+        f"RSS start {start:.1f} MB  end {end:.1f} MB  max {top:.1f} MB  growth {growth:+.2f}%  "
+        f"(target < 5%: {'met' if growth < 5 else 'MISSED'}; < 300 MB: {'met' if top < 300 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":
