@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .artifact_store import open_store, sha256_file
 
 # Inputs that change what gets built; a change in any of them rebuilds.
 CONTENT_KEYS = ("modelName", "sourceSha256", "factory", "recipe", "validationSha256", "calibrationSha256",
@@ -55,19 +56,9 @@ def _short(value: Any) -> str:
     return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
-def sha256_of(path: Path) -> str:
-    from .artifact_store import sha256_file
-
-    return sha256_file(path)
-
-
 def build_and_publish(props: dict[str, Any]) -> dict[str, Any]:
     """Build (or find) the artifact for `props` and return the resource's outputs."""
-    project_dir = Path(props["projectDir"])
-    if str(project_dir) not in sys.path:
-        sys.path.insert(0, str(project_dir))  # the engine's provider process may start elsewhere
-    from .artifact_store import open_store
-
+    project_dir = Path(props["projectDir"])  # already on sys.path: the provider's _worker put it there
     store = open_store(props["storeUri"], project_dir, props.get("storeRegion"), props.get("storeEndpoint"))
     key = build_key(props)
     digest = store.lookup(key)
@@ -97,7 +88,7 @@ def build_and_publish(props: dict[str, Any]) -> dict[str, Any]:
 
 def _verified(project_dir: Path, relative: str, expected: str, what: str) -> Path:
     path = Path(relative) if Path(relative).is_absolute() else project_dir / relative
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise RuntimeError(f"{what} '{relative}' changed since the plan was made (sha256 {actual[:12]}, planned "
                            f"{expected[:12]}); run `pulumi preview` again")

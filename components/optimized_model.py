@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from .artifact_store import sha256_file
 from .config import StackConfig
 
 OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement",
@@ -102,12 +103,12 @@ class OptimizedModelArgs:
         m, a = cfg.model, cfg.artifacts
 
         def digest(path: str | None) -> str | None:
-            return None if path is None else _sha256(cfg.path(path))
+            return None if path is None else sha256_file(cfg.path(path))
 
         return cls(
             model_name=cfg.model_name,
             source_path=m.source,
-            source_sha256=m.sha256 or _sha256(cfg.path(m.source)),
+            source_sha256=m.sha256 or sha256_file(cfg.path(m.source)),
             recipe=cfg.recipe.to_dict(),
             store_uri=a.store,
             store_region=a.region,
@@ -163,12 +164,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "missing"
-
-
-def _sha256(path: Path) -> str:
-    from .artifact_store import sha256_file
-
-    return sha256_file(path)
 
 
 

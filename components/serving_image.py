@@ -12,6 +12,7 @@ output `ref` pins the pushed image by digest.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def prepare_context(args: ServingImageArgs, digest: str) -> str:
         store = open_store(args.store_uri, root, args.store_region, args.store_endpoint)
         staging = model_dir.with_name(f".{digest}.fetching")
         if staging.exists():
-            import shutil
-
             shutil.rmtree(staging)
         store.fetch(digest, staging)
         staging.rename(model_dir)

@@ -7,10 +7,11 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from optimize.atomic import staged_dir
+from optimize.report import sha256
 
 MANIFEST = "MANIFEST.json"
 CODE_KEY = "_code"
@@ -24,10 +25,6 @@ def code_digest(package: str) -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def is_complete(out: Path, files: tuple[str, ...], code: str = "") -> bool:
     """True when every expected file exists and matches the manifest written last."""
     manifest = out / MANIFEST
@@ -39,32 +36,18 @@ def is_complete(out: Path, files: tuple[str, ...], code: str = "") -> bool:
         return False
     if recorded.get(CODE_KEY, "") != code:
         return False
-    return all((out / f).is_file() and recorded.get(f) == _sha(out / f) for f in files)
+    return all((out / f).is_file() and recorded.get(f) == sha256(out / f) for f in files)
 
 
 def publish(out: Path, files: tuple[str, ...], write: Callable[[Path], None], code: str = "") -> None:
-    """Run write(tmpdir), record a manifest, and swap tmpdir into place."""
-    out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the published directory is not
-    try:
-        write(tmp)
-        missing = [f for f in files if not (tmp / f).is_file()]
+    """Run write(staging), record a manifest, and swap the staging directory into place."""
+    with staged_dir(out) as staging:
+        write(staging)
+        missing = [f for f in files if not (staging / f).is_file()]
         if missing:
             raise RuntimeError(f"build did not write {missing}")
-        manifest = {CODE_KEY: code, **{f: _sha(tmp / f) for f in files}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest = {CODE_KEY: code, **{f: sha256(staging / f) for f in files}}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def seed_everything(seed: int = 0, threads: int = 2) -> None:

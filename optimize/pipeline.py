@@ -9,9 +9,7 @@ error (bad input, failed gate) nothing is published.
 from __future__ import annotations
 
 import json
-import os
 import resource
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from optimize import data as datasets
 from optimize import report as reporting
 from optimize import sources
+from optimize.atomic import staged_dir
 from optimize.errors import OptimizeError
 from optimize.recipe import Recipe
 from optimize.sources import _first
@@ -52,28 +51,8 @@ def build(
         raise OptimizeError(f"output '{out}' exists and is not a directory")
     if recipe.needs_calibration and calibration is None:
         raise OptimizeError("quantize.mode static_int8 needs a calibration set (--calibration DATA)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the published directory is not
-    try:
-        with tempfile.TemporaryDirectory(prefix="optimize-") as work:
-            report = _build(model, recipe, staging, Path(work), validation, calibration, factory, progress, name)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return report
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished directory into place (rename is atomic on one filesystem)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-    os.rename(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with staged_dir(out) as staging, tempfile.TemporaryDirectory(prefix="optimize-") as work:
+        return _build(model, recipe, staging, Path(work), validation, calibration, factory, progress, name)
 
 
 def _build(
