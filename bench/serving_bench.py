@@ -11,8 +11,10 @@
 3. Server RSS after the load (target < 300 MB).
 4. With ``--mlserver PATH`` (the ``mlserver`` executable of its own virtualenv, with onnxruntime installed
    there too): MLServer serving the same ONNX files through a minimal custom runtime, same threads, same
-   client loops: overhead at batch 1 and req/s at 8 connections with its adaptive batching (8 rows, 2 ms).
+   load generator: overhead at batch 1 and req/s at 8 connections with its adaptive batching (8 rows, 2 ms).
 Each engine runs in its own process; only one is measured at a time (idle ones cost no CPU), warm-up first.
+Every req/s window is driven by wrk (one event-loop thread, 8 keep-alive connections; needs Debian's ``wrk``)
+so the load generator takes little of the CPU the servers share; latency at concurrency 1 uses http.client.
 
 With ``--example digits|text`` the same parts run on that example's optimized artifact instead of the MLPs
 (``python -m optimize build --recipe int8-dynamic``, built once into ``.cache/serving-bench/``; the request
@@ -54,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: make the serving package importable
 
 
+from bench.load_generator import wrk, wrk_executable  # noqa: E402
 from serving.resources import available_cpus  # noqa: E402
 
 
@@ -228,28 +231,26 @@ def http_latency(port: int, path: str, payload: bytes, n: int) -> list[float]:
 MAX_REQUESTS_PER_CONNECTION = 2_000_000  # every load loop is bounded in count as well as in time
 
 
-def load(
-    port: int, path: str, payload: bytes, connections: int, seconds: float, rate: float = 0.0
+def paced_load(
+    port: int, path: str, payload: bytes, connections: int, seconds: float, rate: float
 ) -> tuple[float, list[float]]:
-    """``connections`` keep-alive clients posting ``payload`` for ``seconds``: (requests/s, latencies in s).
-
-    rate=0: closed loop, each client sends its next request as soon as the last is answered. rate>0: paced,
-    each client sends on a fixed schedule of rate/connections per second (late sends go at once)."""
+    """``connections`` keep-alive clients posting ``payload`` for ``seconds``, each on a fixed schedule of
+    rate/connections per second (late sends go at once): (requests/s, latencies in s). wrk cannot pace,
+    so the soak keeps this client; every closed-loop window uses wrk."""
     counts = [0] * connections
     latencies: list[list[float]] = [[] for _ in range(connections)]
     stop = time.perf_counter() + seconds
     errors: list[str] = []
-    interval = connections / rate if rate > 0 else 0.0
+    interval = connections / rate
 
     def worker(i: int) -> None:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         start = time.perf_counter() + interval * i / connections  # stagger the paced clients
         try:
             for k in range(MAX_REQUESTS_PER_CONNECTION):
-                if interval:
-                    wait = start + k * interval - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
+                wait = start + k * interval - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
                 t = time.perf_counter()
                 if t >= stop:
                     break
@@ -274,10 +275,6 @@ def load(
     return sum(counts) / (time.perf_counter() - t0), [x for lat in latencies for x in lat]
 
 
-def throughput(port: int, path: str, payload: bytes, connections: int, seconds: float) -> float:
-    return load(port, path, payload, connections, seconds)[0]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput window")
@@ -290,6 +287,7 @@ def main() -> None:
     ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="soak the text example (alone)")
     args = ap.parse_args()
 
+    wrk_executable()  # fail before any server starts
     threads = args.threads or available_cpus()
     print(f"cpus available: {available_cpus()}  ort threads: {threads}  onnxruntime {ort.__version__}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -362,10 +360,10 @@ def batching(heavy: Path, root: Path, threads: int, rounds: int, seconds: float)
     try:
         for i, (name, env) in enumerate(configs.items()):
             servers[name] = Server(heavy, root / f"heavy{i}.log", intra_op_threads=threads, **env)
-            throughput(servers[name].port, "/v2/models/heavy/infer", payload, 8, 0.5)  # warm-up
+            wrk(servers[name].port, "/v2/models/heavy/infer", payload, 8, 1)  # warm-up
         for _ in range(rounds):
             for name, server in servers.items():
-                rates[name].append(throughput(server.port, "/v2/models/heavy/infer", payload, 8, seconds))
+                rates[name].append(wrk(server.port, "/v2/models/heavy/infer", payload, 8, seconds).rps)
         batch = {name: mean_batch(server.port) for name, server in servers.items()}
         rss = max(server.rss_mb() for server in servers.values())
     finally:
@@ -459,7 +457,7 @@ class MLServer(_ServerProcess):
 
 
 def mlserver_compare(exe: Path, small: Path, heavy: Path, root: Path, threads: int, args: argparse.Namespace) -> None:
-    """Same model files, threads and client loops: ours vs MLServer, both up at once, windows alternating."""
+    """Same model files, threads and load generator: ours vs MLServer, both up at once, windows alternating."""
     small_payload = body(np.random.default_rng(0).standard_normal((1, 32)).astype(np.float32))
     heavy_payload = body(np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32))
     names = ("ours", "mlserver")
@@ -474,14 +472,14 @@ def mlserver_compare(exe: Path, small: Path, heavy: Path, root: Path, threads: i
         batch_servers["ours"] = Server(heavy, root / "cmp-heavy.log", intra_op_threads=threads, max_queue_delay_ms=2)
         batch_servers["mlserver"] = MLServer(exe, heavy, root / "mls-heavy", "heavy", threads, batch=True)
         for who in names:
-            throughput(batch_servers[who].port, "/v2/models/heavy/infer", heavy_payload, 8, 0.5)  # warm-up
+            wrk(batch_servers[who].port, "/v2/models/heavy/infer", heavy_payload, 8, 1)  # warm-up
         for _ in range(args.rounds):
             for who in names:
                 t = http_latency(latency_servers[who].port, "/v2/models/small/infer", small_payload, args.requests)
                 p50[who].append(pct(t, 50))
                 p99[who].append(pct(t, 99))
                 port = batch_servers[who].port
-                rps[who].append(throughput(port, "/v2/models/heavy/infer", heavy_payload, 8, args.seconds))
+                rps[who].append(wrk(port, "/v2/models/heavy/infer", heavy_payload, 8, args.seconds).rps)
         rss = {who: max(latency_servers[who].rss_mb(), batch_servers[who].rss_mb()) for who in names}
     finally:
         for server in [*latency_servers.values(), *batch_servers.values()]:
@@ -586,6 +584,7 @@ def example_batching(
     max_batch = 8
     batch_x = np.ascontiguousarray(np.repeat(x, max_batch, axis=0))
     compute = pct(session_latency(model_dir, threads, 100, {input_name: batch_x}), 50)  # one full batch, ms
+    single = pct(session_latency(model_dir, threads, 200, {input_name: x}), 50)  # one row, ms
     configs = {
         "off (max_batch_size=1)": ({"max_batch_size": 1}, 0.0),
         "on  (max_batch_size=8, delay 0)": ({"max_batch_size": max_batch, "max_queue_delay_ms": 0}, 0.0),
@@ -593,16 +592,18 @@ def example_batching(
     }
     servers: dict[str, Server] = {}
     rates: dict[str, list[float]] = {k: [] for k in configs}
-    lats: dict[str, list[float]] = {k: [] for k in configs}
+    p50s: dict[str, list[float]] = {k: [] for k in configs}
+    p99s: dict[str, list[float]] = {k: [] for k in configs}
     try:
         for i, (cname, (env, _)) in enumerate(configs.items()):
             servers[cname] = Server(model_dir, root / f"text-batch{i}.log", intra_op_threads=threads, **env)
-            load(servers[cname].port, path, payload, 8, 1.0)  # warm-up
+            wrk(servers[cname].port, path, payload, 8, 1)  # warm-up
         for _ in range(args.rounds):
             for cname, server in servers.items():
-                rate, lat = load(server.port, path, payload, 8, args.seconds)
-                rates[cname].append(rate)
-                lats[cname] += lat
+                window = wrk(server.port, path, payload, 8, args.seconds)
+                rates[cname].append(window.rps)
+                p50s[cname].append(window.p50_ms)
+                p99s[cname].append(window.p99_ms)
         batch = {cname: mean_batch(server.port) for cname, server in servers.items()}
         rss = {cname: server.rss_mb() for cname, server in servers.items()}
     finally:
@@ -610,12 +611,16 @@ def example_batching(
             server.stop()
     off_name = "off (max_batch_size=1)"
     off = np.array(rates[off_name])
-    off_p99 = pct(lats[off_name], 99)
+    off_p99 = float(np.median(p99s[off_name]))
     print(f"\n## dynamic batching (text; 8 connections, batch 1 each; {args.rounds} rounds of {args.seconds:g} s)")
-    print(f"one batch of {max_batch} rows, in-process session.run p50: {compute:.2f} ms")
+    print(f"one batch of {max_batch} rows, in-process session.run p50: {compute:.2f} ms (1 row: {single:.2f} ms)")
+    print(
+        f"ORT alone does {single * max_batch / compute:.2f}x more rows/s at batch {max_batch} than at batch 1: "
+        "the compute that batching can save"
+    )
     for cname, (_, delay) in configs.items():
         ratio = float(np.median(np.array(rates[cname]) / off))
-        p50, p99 = pct(lats[cname], 50), pct(lats[cname], 99)
+        p50, p99 = float(np.median(p50s[cname])), float(np.median(p99s[cname]))
         print(
             f"batching {cname:36s} {np.median(rates[cname]):7.1f} req/s  x{ratio:.2f} (median per-round ratio)  "
             f"mean batch {batch[cname]:.2f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  RSS {rss[cname]:.0f} MB"
@@ -654,11 +659,11 @@ def example_vs_mlserver(
             args.mlserver, model_dir, root / "mls-nb", model, threads, batch=False
         )
         for who, server in engines.items():
-            load(server.port, path, payload, 8, 1.0)  # warm-up
+            wrk(server.port, path, payload, 8, 1)  # warm-up
             rps[who], p50[who], p99[who] = [], [], []
         for _ in range(args.rounds):
             for who, server in engines.items():
-                rps[who].append(load(server.port, path, payload, 8, args.seconds)[0])
+                rps[who].append(wrk(server.port, path, payload, 8, args.seconds).rps)
                 t = http_latency(server.port, path, payload, latency_requests)
                 p50[who].append(pct(t, 50))
                 p99[who].append(pct(t, 99))
@@ -693,8 +698,8 @@ def soak(model_dir: Path, root: Path, threads: int, seconds: float) -> None:
     server = Server(model_dir, root / "soak.log", intra_op_threads=threads)
     samples: list[tuple[float, float]] = []
     try:
-        load(server.port, path, payload, 8, 2.0)  # warm-up
-        saturation = load(server.port, path, payload, 8, 10.0)[0]
+        wrk(server.port, path, payload, 8, 2)  # warm-up
+        saturation = wrk(server.port, path, payload, 8, 10).rps
         rate = 0.7 * saturation
         print(
             f"\n## soak (text, server defaults, 8 connections): saturation {saturation:.1f} req/s, "
@@ -705,7 +710,7 @@ def soak(model_dir: Path, root: Path, threads: int, seconds: float) -> None:
 
         def drive() -> None:
             try:
-                result["rate"], result["lat"] = load(server.port, path, payload, 8, seconds, rate=rate)
+                result["rate"], result["lat"] = paced_load(server.port, path, payload, 8, seconds, rate)
             except Exception as e:  # reported below
                 result["error"] = e
 

@@ -4,6 +4,7 @@
 #   docker.io    - dockerd + docker CLI for the container test (tests/container/; it starts dockerd itself
 #                  with scripts/start-dockerd.sh when none runs)
 #   debootstrap  - builds the container test's base image offline (scripts/base-image.sh)
+#   wrk          - the serving benchmark's load generator (bench/load_generator.py, tested in tests/bench/)
 # Installs only what is missing; a machine that has them does nothing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -15,6 +16,7 @@ has promtool && has prometheus || missing+=(prometheus)
 # dockerd, not just a docker CLI: some machines carry a client binary without an engine.
 has dockerd || missing+=(docker.io)
 has debootstrap || missing+=(debootstrap)
+has wrk || missing+=(wrk)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""

@@ -1,0 +1,81 @@
+"""The benchmarks' load generator: real wrk against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+
+from bench.load_generator import parse, wrk
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as wrk expects
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    status = 200
+    seen: ClassVar[list[tuple[str, str, bytes]]] = []  # a fresh list per test (the fixture subclasses)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.path, self.headers["Content-Type"], body))
+        reply = b'{"ok": true}'
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, type[_Handler]]]:
+    handler = type("Handler", (_Handler,), {"seen": [], "status": 200})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1], handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_posts_the_body_and_reports_rate_and_latency(server: tuple[int, type[_Handler]]) -> None:
+    port, handler = server
+    result = wrk(port, "/v2/models/m/infer", b'{"inputs": []}', connections=2, seconds=1)
+    # wrk counts completed requests; the ones in flight when the window closes reached the server too
+    assert 0 < result.requests <= len(handler.seen) <= result.requests + 2
+    assert {(path, ctype, body) for path, ctype, body in handler.seen} == {
+        ("/v2/models/m/infer", "application/json", b'{"inputs": []}')
+    }
+    assert 0.5 * result.requests <= result.rps <= 2 * result.requests  # a 1 s window
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+def test_non_2xx_responses_are_an_error_not_a_figure(server: tuple[int, type[_Handler]]) -> None:
+    port, handler = server
+    handler.status = 503
+    with pytest.raises(RuntimeError, match="non-2xx responses under load"):
+        wrk(port, "/", b"{}", connections=2, seconds=1)
+
+
+def test_parse_reads_units_and_rejects_socket_errors() -> None:
+    out = """Running 2s test @ http://127.0.0.1:1/
+  Latency Distribution
+     50%  750.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    1.50s
+  1234 requests in 2.00s, 100.00KB read
+Requests/sec:    617.00
+"""
+    result = parse(out)
+    assert (result.requests, result.rps, result.p50_ms, result.p99_ms) == (1234, 617.0, 0.75, 1500.0)
+    with pytest.raises(RuntimeError, match="socket errors"):
+        parse(out + "  Socket errors: connect 0, read 3, write 0, timeout 0\n")
