@@ -23,8 +23,10 @@ from optimize.sources import Source, _first
 MAX_PROTO = 2**31 - 1  # protobuf's limit for one file
 
 
-def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, workdir: Path) -> Any:
-    """Export to ONNX and return the checked onnx.ModelProto (weights inlined)."""
+def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, workdir: Path, fuse: bool = False) -> Any:
+    """Export to ONNX and return the checked onnx.ModelProto (weights inlined).
+
+    fuse: run the transformer fusions (optimize.fusion) while the export still carries its shapes."""
     import onnx
     import torch
 
@@ -41,6 +43,10 @@ def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, wor
         else:
             _export_dynamo(source, args, spec, raw)
     model = onnx.load(str(raw), load_external_data=True)
+    if fuse:
+        from optimize.fusion import fuse_transformer
+
+        model = fuse_transformer(model)
     _tidy(model)
     if model.ByteSize() > MAX_PROTO:
         raise OptimizeError("exported model is over 2 GB and cannot be stored as one self-contained model.onnx")

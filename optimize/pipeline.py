@@ -104,7 +104,8 @@ def _build(
         from optimize.export import export
 
         torch.manual_seed(0)
-        onnx.save_model(export(working, example, recipe.export, work), str(fp32))
+        model_proto = export(working, example, recipe.export, work, fuse=recipe.graph.transformer_fusions)
+        onnx.save_model(model_proto, str(fp32))
     else:
         import onnx
 
@@ -176,6 +177,7 @@ def _build(
         "baseline_engine": BASELINE_ENGINES[src.format],
         "sparsity": pruning["sparsity"] if pruning else _source_sparsity(src, fp32),
         "pruning": pruning,
+        "contrib_ops": reporting.contrib_ops(final),
         "inputs": sig["inputs"],
         "outputs": sig["outputs"],
         # This process only: a forked worker's maxrss includes the parent's pages at fork time.

@@ -33,6 +33,8 @@ def quantize(src: Path, dst: Path, spec: QuantizeSpec, calibration: Dataset | No
     root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
+            if spec.mode in ("dynamic_int8", "static_int8"):
+                src = _with_contrib_shapes(src, dst)
             if spec.mode == "dynamic_int8":
                 _dynamic(src, dst, spec)
             elif spec.mode == "static_int8":
@@ -51,6 +53,33 @@ def quantize(src: Path, dst: Path, spec: QuantizeSpec, calibration: Dataset | No
         root.setLevel(level)
 
 
+def _with_contrib_shapes(src: Path, dst: Path) -> Path:
+    """The quantizer types every tensor with ONNX shape inference, which knows no com.microsoft op: after
+    the transformer fusions, the outputs of Attention or SkipLayerNormalization would have no type and
+    quantization stops. ONNX Runtime's symbolic shape inference knows them; annotate with it first."""
+    import onnx
+
+    model = onnx.load(str(src))
+    if not any(node.domain == "com.microsoft" for node in model.graph.node):
+        return src
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    annotated = dst.with_name(f"{dst.stem}.shapes.onnx")
+    onnx.save_model(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(annotated))
+    return annotated
+
+
+def _op_types(src: Path, spec: QuantizeSpec) -> list[str]:
+    """ORT's quantizer matches op types without their domain: it would turn ONNX's own Attention (opset
+    23) into its contrib QAttention, which takes other inputs. Only the contrib Attention is quantized."""
+    import onnx
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    if any(n.op_type == "Attention" and n.domain in ("", "ai.onnx") for n in graph.node):
+        return [op for op in spec.op_types if op != "Attention"]
+    return list(spec.op_types)
+
+
 def _dynamic(src: Path, dst: Path, spec: QuantizeSpec) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -60,7 +89,7 @@ def _dynamic(src: Path, dst: Path, spec: QuantizeSpec) -> None:
         weight_type=QuantType.QInt8,
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
-        op_types_to_quantize=list(spec.op_types),
+        op_types_to_quantize=_op_types(src, spec),
     )
 
 
@@ -106,7 +135,7 @@ def _static(src: Path, dst: Path, spec: QuantizeSpec, data: Dataset) -> None:
         weight_type=QuantType.QInt8,
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
-        op_types_to_quantize=list(spec.op_types),
+        op_types_to_quantize=_op_types(src, spec),
         calibrate_method=methods[spec.calibration_method],
     )
 

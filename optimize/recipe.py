@@ -58,6 +58,12 @@ class GraphSpec(_Frozen):
     """ONNX Runtime offline graph optimization saved into the artifact."""
 
     optimization_level: GraphLevel = "extended"
+    transformer_fusions: bool = Field(
+        True,
+        description="Fuse attention, SkipLayerNorm and Gelu into ONNX Runtime's contrib ops (onnxscript's "
+        "ORT fusions) on torch exports; int8 quantization then emits QAttention. No effect on graphs "
+        "without those patterns.",
+    )
 
 
 class QuantizeSpec(_Frozen):
@@ -68,7 +74,7 @@ class QuantizeSpec(_Frozen):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=1, le=100_000)
     op_types: tuple[str, ...] = Field(
-        ("Conv", "MatMul", "Gemm"),
+        ("Conv", "MatMul", "Gemm", "Attention"),
         min_length=1,
         description="ONNX op types to quantize: the weight-bearing ones, where int8 pays off.",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import re
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ def dns_label(text: str) -> str:
     """A DNS-1123 label (lowercase alphanumerics and '-', at most 63) from any text."""
     label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-")
     return label or "model"
+
+
+def contrib_ops(path: Path) -> dict[str, int]:
+    """How many of each ONNX Runtime contrib op (com.microsoft domain) the graph uses: what fusion and
+    quantization made of it, and why it needs ONNX Runtime to run."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return dict(sorted(Counter(n.op_type for n in graph.node if n.domain == "com.microsoft").items()))
 
 
 def signature(path: Path) -> dict[str, list[dict[str, Any]]]:

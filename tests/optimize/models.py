@@ -112,3 +112,11 @@ def save_all_formats(model: nn.Module, example: torch.Tensor, out: Path) -> dict
         dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
     )  # fmt: skip
     return paths
+
+
+def build_tiny_encoder() -> nn.Module:
+    """Factory: the text example's BERT-style encoder, shrunk (2 layers, width 64, 16 tokens)."""
+    from examples.text.model import Config, TextEncoder
+
+    torch.manual_seed(0)
+    return TextEncoder(Config(vocab=32, seq_len=16, hidden=64, heads=2, ffn=128, layers=2, classes=CLASSES))
