@@ -508,12 +508,13 @@ CACHE = REPO / ".cache" / "serving-bench"  # git-ignored
 
 
 def example_artifact(name: str, recipe: str = "int8-dynamic") -> Path:
-    """DIR with model.onnx + report.json for the example, built once per (model.pt, recipe) into CACHE."""
+    """DIR with model.onnx + report.json for the example, built once per (model.pt, recipe, optimize code)."""
     build = REPO / "examples" / name / "build"
     if not (build / "model.pt").is_file():
         print(f"training examples/{name} ...", flush=True)
         subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", str(build)], cwd=REPO, check=True)
-    key = hashlib.sha256((build / "model.pt").read_bytes() + recipe.encode()).hexdigest()[:16]
+    code = b"".join(p.read_bytes() for p in sorted((REPO / "optimize").glob("*.py")))  # rebuild on pipeline changes
+    key = hashlib.sha256((build / "model.pt").read_bytes() + recipe.encode() + code).hexdigest()[:16]
     out = CACHE / f"{name}-{recipe}-{key}"
     if not (out / "report.json").is_file():
         print(f"building {out.relative_to(REPO)} ...", flush=True)
