@@ -68,8 +68,8 @@ def test_fusion_is_deterministic(encoder, tmp_path):
     assert again.SerializeToString() == onnx.load(str(paths["fused"])).SerializeToString()
 
 
-@pytest.mark.parametrize("mode", ["dynamic_int8", "static_int8"])
-def test_int8_quantizes_the_fused_graph_as_well_as_the_plain_one(encoder, tmp_path, mode):
+@pytest.mark.parametrize("mode", ["dynamic_int8", "static_int8", "fp16"])
+def test_quantizing_the_fused_graph_is_as_accurate_as_the_plain_one(encoder, tmp_path, mode):
     _, paths = encoder
     calibration = datasets.Dataset({"x": tokens(64, 2)}, None)
     x = tokens(64, 3)
