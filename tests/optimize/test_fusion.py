@@ -47,7 +47,9 @@ def test_attention_layernorm_and_gelu_fuse_into_ort_ops(encoder):
     _, paths = encoder
     fused = onnx.load(str(paths["fused"]))
     ops = {n.op_type for n in fused.graph.node}
-    assert contrib(fused) == {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2}
+    assert contrib(fused) == {"Attention": 2, "BiasGelu": 2}
+    # SkipLayerNormalization is turned back into Add + LayerNormalization (faster on ORT's CPU kernels)
+    assert Counter(n.op_type for n in fused.graph.node)["LayerNormalization"] == 4
     assert not ops & {"Softmax", "Erf", "Transpose", "Shape", "Slice"}, ops  # the unfused attention is gone
     assert contrib(onnx.load(str(paths["plain"]))) == {}
     assert fused.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # batch still dynamic
@@ -113,3 +115,22 @@ def test_opset_23_attention_is_left_alone_and_runs_in_float(encoder, tmp_path):
     ref = ort_runner(ort_session(fp32, 1), ["x"])(x)
     got = ort_runner(ort_session(int8, 1), ["x"])(x)
     assert np.abs(got - ref).mean() < 0.5 * np.abs(ref).mean()
+
+
+def test_onnx_runtime_does_not_fuse_skip_layer_norm_back(encoder, tmp_path):
+    """The graph stage (ORT 'extended', saved) and ORT's load-time passes ('all') keep Add + LayerNorm."""
+    import onnxruntime as ort
+
+    from optimize.graph import optimize
+
+    _, paths = encoder
+    quantized, optimized, loaded = tmp_path / "q.onnx", tmp_path / "opt.onnx", tmp_path / "loaded.onnx"
+    quantize(paths["fused"], quantized, QuantizeSpec(mode="dynamic_int8"))
+    optimize(quantized, optimized, "extended")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(loaded)
+    ort.InferenceSession(str(optimized), opts, providers=["CPUExecutionProvider"])
+    for path in (optimized, loaded):
+        ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+        assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 4, (path.name, ops)
+        assert ops["QAttention"] == 2
