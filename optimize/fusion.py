@@ -1,4 +1,4 @@
-"""Transformer fusions: attention, SkipLayerNorm and Gelu into ONNX Runtime's contrib ops.
+"""Transformer fusions: attention and Gelu into ONNX Runtime's contrib ops.
 
 ONNX Runtime fuses LayerNorm and Gelu patterns itself at load time, but not attention as the dynamo
 exporter writes it: scaled_dot_product_attention becomes Reshape/Transpose/MatMul/Softmax with part of
@@ -31,7 +31,7 @@ def fuse_transformer(model: Any) -> Any:
     from onnxscript.optimizer import fold_constants
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    if any(n.op_type == "Attention" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+    if has_onnx_attention(model):
         # Opset 23 already has attention as one op; ORT's tools (quantizer, symbolic shape inference)
         # mistake it for their contrib Attention, so mixing contrib ops in would break quantization.
         return model
@@ -52,10 +52,15 @@ def fuse_transformer(model: Any) -> Any:
     return ir.to_proto(graph)
 
 
-def _drop_uniform_qkv_sizes(graph: Any) -> None:
+def has_onnx_attention(model: Any) -> bool:
+    """Whether the onnx.ModelProto uses ONNX's own Attention op (opset 23), not ORT's contrib one."""
+    return any(n.op_type == "Attention" and n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
+def _drop_uniform_qkv_sizes(model: Any) -> None:
     """Attention's qkv_hidden_sizes [h, h, h] says what the default already means; ORT's quantizer
     leaves any Attention that carries the attribute in float, so drop it where all three are equal."""
-    for node in graph.graph:
+    for node in model.graph:
         attr = node.attributes.get("qkv_hidden_sizes")
         if node.op_type == "Attention" and attr is not None and len(set(attr.as_ints())) == 1:
             del node.attributes["qkv_hidden_sizes"]

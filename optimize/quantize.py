@@ -33,14 +33,12 @@ def quantize(src: Path, dst: Path, spec: QuantizeSpec, calibration: Dataset | No
     root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            if spec.mode in ("dynamic_int8", "static_int8"):
-                src = _with_contrib_shapes(src, dst)
             if spec.mode == "dynamic_int8":
-                _dynamic(src, dst, spec)
+                _dynamic(*_prepare(src, dst, spec), dst, spec)
             elif spec.mode == "static_int8":
                 if calibration is None or len(calibration) == 0:
                     raise OptimizeError("quantize.mode static_int8 needs a non-empty calibration set (--calibration)")
-                _static(src, dst, spec, calibration)
+                _static(*_prepare(src, dst, spec), dst, spec, calibration)
             elif spec.mode == "fp16":
                 _fp16(src, dst)
             else:
@@ -53,34 +51,33 @@ def quantize(src: Path, dst: Path, spec: QuantizeSpec, calibration: Dataset | No
         root.setLevel(level)
 
 
-def _with_contrib_shapes(src: Path, dst: Path) -> Path:
-    """The quantizer types every tensor with ONNX shape inference, which knows no com.microsoft op: after
-    the transformer fusions, the outputs of Attention or SkipLayerNormalization would have no type and
-    quantization stops. ONNX Runtime's symbolic shape inference knows them; annotate with it first."""
+def _prepare(src: Path, dst: Path, spec: QuantizeSpec) -> tuple[Path, list[str]]:
+    """(the model file to quantize, the op types to quantize in it), from one read of ``src``.
+
+    The quantizer types every tensor with ONNX shape inference, which knows no com.microsoft op: after
+    the transformer fusions, the outputs of Attention or BiasGelu would have no type and quantization
+    stops. ONNX Runtime's symbolic shape inference knows them, so a graph with contrib ops is annotated
+    with it first (next to ``dst``). And the quantizer matches op types without their domain: it would
+    turn ONNX's own Attention (opset 23) into its contrib QAttention, which takes other inputs, so only
+    the contrib Attention is quantized."""
     import onnx
 
+    from optimize.fusion import has_onnx_attention
+
     model = onnx.load(str(src))
+    op_types = list(spec.op_types)
+    if has_onnx_attention(model):
+        op_types = [op for op in op_types if op != "Attention"]
     if not any(node.domain == "com.microsoft" for node in model.graph.node):
-        return src
+        return src, op_types
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     annotated = dst.with_name(f"{dst.stem}.shapes.onnx")
     onnx.save_model(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(annotated))
-    return annotated
+    return annotated, op_types
 
 
-def _op_types(src: Path, spec: QuantizeSpec) -> list[str]:
-    """ORT's quantizer matches op types without their domain: it would turn ONNX's own Attention (opset
-    23) into its contrib QAttention, which takes other inputs. Only the contrib Attention is quantized."""
-    import onnx
-
-    graph = onnx.load(str(src), load_external_data=False).graph
-    if any(n.op_type == "Attention" and n.domain in ("", "ai.onnx") for n in graph.node):
-        return [op for op in spec.op_types if op != "Attention"]
-    return list(spec.op_types)
-
-
-def _dynamic(src: Path, dst: Path, spec: QuantizeSpec) -> None:
+def _dynamic(src: Path, op_types: list[str], dst: Path, spec: QuantizeSpec) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -89,7 +86,7 @@ def _dynamic(src: Path, dst: Path, spec: QuantizeSpec) -> None:
         weight_type=QuantType.QInt8,
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
-        op_types_to_quantize=_op_types(src, spec),
+        op_types_to_quantize=op_types,
     )
 
 
@@ -114,7 +111,7 @@ class _Reader:
         self._it = iter(self._batches)
 
 
-def _static(src: Path, dst: Path, spec: QuantizeSpec, data: Dataset) -> None:
+def _static(src: Path, op_types: list[str], dst: Path, spec: QuantizeSpec, data: Dataset) -> None:
     import onnx
     from onnx import helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -135,7 +132,7 @@ def _static(src: Path, dst: Path, spec: QuantizeSpec, data: Dataset) -> None:
         weight_type=QuantType.QInt8,
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
-        op_types_to_quantize=_op_types(src, spec),
+        op_types_to_quantize=op_types,
         calibrate_method=methods[spec.calibration_method],
     )
 

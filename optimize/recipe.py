@@ -60,9 +60,9 @@ class GraphSpec(_Frozen):
     optimization_level: GraphLevel = "extended"
     transformer_fusions: bool = Field(
         True,
-        description="Fuse attention, SkipLayerNorm and Gelu into ONNX Runtime's contrib ops (onnxscript's "
-        "ORT fusions) on torch exports; int8 quantization then emits QAttention. No effect on graphs "
-        "without those patterns.",
+        description="Fuse attention and Gelu into ONNX Runtime's contrib ops (onnxscript's ORT fusions) "
+        "on torch exports; int8 quantization then emits QAttention. No effect on graphs without those "
+        "patterns.",
     )
 
 
