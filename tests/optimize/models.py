@@ -55,17 +55,22 @@ def mlp_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, (x @ w).argmax(1).astype(np.int64)
 
 
-def trained_mlp() -> MLP:
-    torch.manual_seed(0)
-    model = MLP()
-    x, y = mlp_data(2048, seed=0)
+def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int) -> nn.Module:
+    """Full-batch Adam on cross-entropy; the caller seeds torch before building the model."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(150):
+    for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(model(xt), yt).backward()
         opt.step()
     return model.eval()
+
+
+def trained_mlp() -> MLP:
+    torch.manual_seed(0)
+    model = MLP()
+    x, y = mlp_data(2048, seed=0)
+    return _fit(model, x, y, steps=150)
 
 
 def cnn_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,13 +88,7 @@ def trained_cnn() -> TinyCNN:
     torch.manual_seed(0)
     model = TinyCNN()
     x, y = cnn_data(1024, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(60):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    return model.eval()
+    return _fit(model, x, y, steps=60)
 
 
 def save_all_formats(model: nn.Module, example: torch.Tensor, out: Path) -> dict[str, Path]:
