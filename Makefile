@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make up     optimize the model and deploy the stack (default STACK=dev)
 #   make test   install what the tests need and run the whole suite
-# Also: make preview, make destroy, make lint, make examples.
+# Also: make preview, make destroy, make lint, make examples, make lock.
 
 STACK ?= dev
 PYTHON ?= python3
@@ -11,19 +11,29 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: up preview destroy test lint examples clean
+# Locks (every package pinned, with hashes) are installed as they are: --no-deps, hashes required.
+PIP_INSTALL_LOCK := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r
 
-$(STAMP): requirements.txt requirements-dev.txt
+.PHONY: up preview destroy test lint examples lock system-deps clean
+
+$(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) $(PIP_INSTALL_LOCK) requirements.txt
 	touch $(STAMP)
 
 # checkov (offline Kubernetes policy checks in the tests) lives in its own venv.
 $(CHECKOV_STAMP): requirements-checkov.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL_LOCK) requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
+
+# Debian packages the tests use; installs only what is missing (root or sudo).
+system-deps:
+	scripts/install-system-deps.sh
+
+# Re-resolve requirements*.in into the locks (scripts/lock.py says how to take newer releases).
+lock: $(STAMP)
+	$(PY) scripts/lock.py
 
 examples: $(STAMP)
 	$(PY) -m examples.digits.train --out examples/digits/build
@@ -42,7 +52,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: system-deps $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:

@@ -5,7 +5,9 @@
 #                  with scripts/start-dockerd.sh when none runs)
 #   debootstrap  - builds the container test's base image offline (scripts/base-image.sh)
 #   wrk          - the serving benchmark's load generator (bench/load_generator.py, tested in tests/bench/)
-# Installs only what is missing; a machine that has them does nothing.
+#   docker-registry - the image registry on 127.0.0.1 of `make e2e` (local-cluster/)
+#   openssl      - the local cluster's certificates
+# Installs only what is missing; a machine that has them does nothing. `make test` runs it first.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -17,13 +19,26 @@ has promtool && has prometheus || missing+=(prometheus)
 has dockerd || missing+=(docker.io)
 has debootstrap || missing+=(debootstrap)
 has wrk || missing+=(wrk)
+has docker-registry || missing+=(docker-registry)
+has openssl || missing+=(openssl)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""
-[[ $(id -u) -ne 0 ]] && sudo="sudo"
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo="sudo -n"
+    elif command -v sudo >/dev/null && [[ -t 0 ]]; then
+        sudo="sudo"  # asks for the password
+    else
+        echo "install-system-deps: missing Debian packages ${missing[*]}; as root run: apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The package may start its own service; tests run their own Prometheus on a free port.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v service >/dev/null; then
-    $sudo service prometheus stop >/dev/null 2>&1 || true
+# The packages may start their own services; the tests run their own on free ports.
+if command -v service >/dev/null; then
+    for pkg in prometheus docker-registry; do
+        if [[ " ${missing[*]} " == *" $pkg "* ]]; then $sudo service "$pkg" stop >/dev/null 2>&1 || true; fi
+    done
 fi

@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REQUIREMENTS = ("requirements.txt", "requirements-gpu.txt", "requirements-common.txt")
+# The locks (pinned, with hashes), not their *.in inputs.
+REQUIREMENTS = ("requirements.txt", "requirements-gpu.txt")
 MARKER = ".modelstack-build-context"
 
 

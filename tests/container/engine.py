@@ -75,7 +75,7 @@ def base_image() -> str:
 
 def wheelhouse(cache_root: Path = REPO / ".cache" / "wheelhouse") -> Path:
     """Binary wheels for the CPU image (cp311, manylinux x86_64), downloaded on the host once per pin set."""
-    reqs = [REPO / "serving" / name for name in ("requirements.txt", "requirements-common.txt")]
+    reqs = [REPO / "serving" / "requirements.txt"]  # the CPU lock: pinned, with hashes
     key_src = b"".join(p.read_bytes() for p in reqs) + json.dumps(WHEEL_PLATFORMS).encode()
     out = cache_root / hashlib.sha256(key_src).hexdigest()[:16]
     if (out / ".complete").is_file():
