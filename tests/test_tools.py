@@ -1,0 +1,59 @@
+"""tools/build.sh builds what the Python SDK pins ask for: plugin versions equal to the SDK packages',
+a CLI not older than the SDK, wrapper modules that require exactly the versions the script names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+
+def script_versions() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z_]+_(?:VERSION|MODULE))=(\S+)$", (TOOLS / "build.sh").read_text(), re.M))
+
+
+def pins() -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9-]+)==(\S+)$", (REPO / "requirements.in").read_text(), re.M))
+
+
+def required(module_dir: str, module: str) -> str:
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", (TOOLS / "modules" / module_dir / "go.mod")
+                      .read_text(), re.M)
+    assert match, f"tools/modules/{module_dir}/go.mod does not require {module}"
+    return match.group(1)
+
+
+def test_plugins_are_the_versions_the_python_sdks_ask_for() -> None:
+    v, p = script_versions(), pins()
+    assert v["KUBERNETES_PROVIDER_VERSION"] == p["pulumi-kubernetes"]
+    assert v["DOCKER_BUILD_PROVIDER_VERSION"] == p["pulumi-docker-build"]
+    assert required("docker-build", "github.com/pulumi/pulumi-docker-build") == f"v{p['pulumi-docker-build']}"
+
+
+def test_the_cli_is_not_older_than_the_sdk_and_the_wrappers_match_the_script() -> None:
+    v = script_versions()
+    assert Version(v["PULUMI_VERSION"]) >= Version(pins()["pulumi"])
+    assert required("pulumi", "github.com/pulumi/pulumi/pkg/v3") == f"v{v['PULUMI_VERSION']}"
+    assert required("pulumi-language-python", "github.com/pulumi/pulumi/sdk/v3") == f"v{v['LANGUAGE_HOST_SDK_VERSION']}"
+    assert required("kubernetes", "k8s.io/kubernetes") == f"v{v['KUBERNETES_VERSION']}"
+    assert required("etcd", "go.etcd.io/etcd/server/v3") == f"v{v['ETCD_VERSION']}"
+    assert required("kwok", "sigs.k8s.io/kwok") == f"v{v['KWOK_VERSION']}"
+    assert required("buildkit", "github.com/moby/buildkit") == f"v{v['BUILDKIT_VERSION']}"
+    assert required("buildkit", "github.com/docker/buildx") == f"v{v['BUILDX_VERSION']}"
+
+
+def test_buildkit_is_the_release_line_of_the_client_docker_build_embeds() -> None:
+    client = required("docker-build", "github.com/moby/buildkit")
+    server = f"v{script_versions()['BUILDKIT_VERSION']}"
+    assert Version(client).release[:2] == Version(server).release[:2]
+    assert required("docker-build", "github.com/docker/buildx") == f"v{script_versions()['BUILDX_VERSION']}"
+
+
+def test_every_wrapper_module_pins_its_checksums() -> None:
+    for module in (TOOLS / "modules").iterdir():
+        assert (module / "go.sum").is_file(), f"{module.name} has no go.sum"
+        assert re.search(r"^tool", (module / "go.mod").read_text(), re.M), f"{module.name} names no tool"
