@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:
 #   make up     optimize the model and deploy the stack (default STACK=dev)
 #   make test   install what the tests need and run the whole suite
-# Also: make preview, make destroy, make lint, make examples, make lock.
+# Also: make e2e (the real Pulumi engine against a local cluster), make preview, make destroy,
+# make lint, make examples, make lock.
 
 STACK ?= dev
 PYTHON ?= python3
@@ -14,7 +15,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # Locks (every package pinned, with hashes) are installed as they are: --no-deps, hashes required.
 PIP_INSTALL_LOCK := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r
 
-.PHONY: up preview destroy test lint examples lock system-deps clean
+.PHONY: up preview destroy test e2e lint examples lock system-deps clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,12 @@ lint: $(STAMP)
 
 test: system-deps $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# preview/up/destroy of a throwaway stack under the real Pulumi CLI and plugins, against the
+# local cluster (local-cluster/): tools/build.sh builds them from Go modules the first time.
+e2e: system-deps examples
+	tools/build.sh >/dev/null
+	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) examples/*/build .cache .pytest_cache .mypy_cache .ruff_cache

@@ -36,7 +36,7 @@ model = OptimizedModel("model", OptimizedModelArgs.from_config(cfg))
 registry = Registry("registry", RegistryArgs.from_config(cfg), opts=opts)
 
 login = None
-if cfg.registry.type != "local":  # the local registry has no authentication
+if cfg.registry.type == "ecr" or cfg.registry.username:  # local and anonymous registries take no login
     login = RegistryLogin(address=registry.host, username=registry.username, password=registry.password)
 image = ServingImage(
     "image",
@@ -50,6 +50,10 @@ image = ServingImage(
         project_dir=str(cfg.project_dir),
         gpu=cfg.uses_gpu,
         login=login,
+        registry_cache=cfg.image.registry_cache,
+        builder=cfg.image.builder,
+        base_image=cfg.image.base_image,
+        wheelhouse=str(cfg.path(cfg.image.wheelhouse)) if cfg.image.wheelhouse else None,
     ),
 )
 

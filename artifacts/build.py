@@ -9,6 +9,10 @@
 
 The build key (sha256 of the content inputs) maps to the artifact digest in
 the store, so every stack that builds the same thing shares one artifact.
+
+`report_user_errors_in_one_line` makes the engine's provider process show a
+user's mistake (a missed gate, a model file that changed) as its message
+instead of a Python traceback.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from .artifact_store import open_store, sha256_file
+from optimize.errors import OptimizeError
+from optimize.recipe import RecipeError
+
+from .store import ArtifactStoreError, open_store, sha256_file
 
 # Inputs that change what gets built; a change in any of them rebuilds.
 CONTENT_KEYS = ("modelName", "sourceSha256", "factory", "recipe", "validationSha256", "calibrationSha256",
@@ -28,6 +37,15 @@ CONTENT_KEYS = ("modelName", "sourceSha256", "factory", "recipe", "validationSha
 # Inputs that change where the artifact lives; a change republishes (usually a cache hit).
 LOCATION_KEYS = ("storeUri", "storeRegion", "storeEndpoint")
 ARTIFACT_FILES = ("model.onnx", "report.json", "summary.md", "chart.png")
+
+
+class InputChanged(RuntimeError):
+    """A model or data file is not what the plan was made with."""
+
+
+# What the user fixes (a missed gate, a bad model file or recipe, a store it cannot reach, a file
+# changed since preview): shown as its one-line message. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (OptimizeError, RecipeError, ArtifactStoreError, InputChanged)
 
 
 def build_key(props: dict[str, Any]) -> str:
@@ -90,7 +108,7 @@ def _verified(project_dir: Path, relative: str, expected: str, what: str) -> Pat
     path = Path(relative) if Path(relative).is_absolute() else project_dir / relative
     actual = sha256_file(path)
     if actual != expected:
-        raise RuntimeError(f"{what} '{relative}' changed since the plan was made (sha256 {actual[:12]}, planned "
+        raise InputChanged(f"{what} '{relative}' changed since the plan was made (sha256 {actual[:12]}, planned "
                            f"{expected[:12]}); run `pulumi preview` again")
     return path
 
@@ -120,3 +138,32 @@ def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, 
         "latencyP99Ms": optimized_b1.get("p99"),
         "baselineLatencyP50Ms": baseline_b1.get("p50"),
     }
+
+
+class _OneLineForUserErrors:
+    """The `traceback` module as the provider server uses it, with format_exc() giving only the message
+    of a USER_ERRORS exception."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def format_exc(self, *args: Any, **kwargs: Any) -> str:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, USER_ERRORS):
+            return str(exc)
+        return self._module.format_exc(*args, **kwargs)
+
+
+def report_user_errors_in_one_line() -> None:
+    """The engine's dynamic-provider server (pulumi.dynamic.__main__) answers every exception with
+    traceback.format_exc(), so a missed accuracy gate reached the user as a Python traceback. In that
+    process only, let it format USER_ERRORS as their message. Idempotent; anywhere else a no-op."""
+    server = sys.modules.get("__main__")
+    if getattr(getattr(server, "__spec__", None), "name", None) != "pulumi.dynamic.__main__":
+        return
+    module = getattr(server, "traceback", None)
+    if isinstance(module, ModuleType):
+        server.traceback = _OneLineForUserErrors(module)  # type: ignore[union-attr]

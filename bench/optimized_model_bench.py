@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from components.artifact_store import sha256_file
+from artifacts.store import sha256_file
 from components.optimized_model import OptimizedModelProvider, tool_versions
 from optimize.recipe import load_recipe
 

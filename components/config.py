@@ -200,6 +200,15 @@ class ServingSection(_Section):
         return value
 
 
+class ImageSection(_Section):
+    """How the serving image is built: what air-gapped builders need to say."""
+
+    base_image: str | None = Field(None, min_length=1, pattern=r"^\S+$")
+    wheelhouse: str | None = Field(None, min_length=1)
+    registry_cache: bool = True
+    builder: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 class MonitoringSection(_Section):
     """Metrics, alerts and dashboards."""
 
@@ -219,6 +228,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "registry": RegistrySection,
     "gpu": GpuSection,
     "serving": ServingSection,
+    "image": ImageSection,
     "monitoring": MonitoringSection,
 }
 REQUIRED_SECTIONS = ("model", "cluster", "registry")
@@ -242,6 +252,7 @@ class StackConfig:
     registry: RegistrySection
     gpu: GpuSection
     serving: ServingSection
+    image: ImageSection
     monitoring: MonitoringSection
     secrets: dict[str, Any] = field(default_factory=dict)
 
@@ -379,8 +390,9 @@ def _check_registry(cfg: StackConfig, where: str) -> list[str]:
     if r.type == "local" and cfg.cluster.provider != "kind":
         out.append(f"{where}: {p}:registry.type: 'local' runs next to a kind cluster, but cluster.provider is "
                    f"'{cfg.cluster.provider}'; use 'ecr' or 'external'")
-    if r.type == "external" and not (r.url and r.username):
-        out.append(f"{where}: {p}:registry: type 'external' needs 'url' and 'username'")
+    if r.type == "external" and not r.url:
+        out.append(f"{where}: {p}:registry: type 'external' needs 'url' (and 'username' unless it takes "
+                   "anonymous pushes)")
     if r.type != "local" and not r.manage:
         out.append(f"{where}: {p}:registry.manage: false only applies to type 'local' (reuse the cluster's "
                    f"registry), not '{r.type}'")
@@ -410,7 +422,7 @@ def _missing_secrets(cfg: StackConfig, own: dict[str, str], where: str) -> list[
     needed = []
     if cfg.monitoring.mode != "none":
         needed.append(("grafanaAdminPassword", "the Grafana admin password"))
-    if cfg.registry.type == "external":
+    if cfg.registry.type == "external" and cfg.registry.username:
         needed.append(("registryPassword", f"the password of {cfg.registry.username}@{cfg.registry.url}"))
     return [
         f"{where}: {cfg.project}:{key}: missing secret ({what}); run "
@@ -430,6 +442,10 @@ def _check_files(cfg: StackConfig, where: str) -> list[str]:
         if not cfg.path(value).is_file():
             hint = " (run `make examples` to build the example models)" if value.startswith("examples/") else ""
             out.append(f"{where}: {cfg.project}:{key}: file '{value}' does not exist{hint}")
+    wheelhouse = cfg.image.wheelhouse
+    if wheelhouse is not None and not any(cfg.path(wheelhouse).glob("*.whl")):
+        out.append(f"{where}: {cfg.project}:image.wheelhouse: '{wheelhouse}' holds no .whl files (fill it with "
+                   "`python scripts/wheelhouse.py DIR`, or unset it to install from the package index)")
     return out
 
 

@@ -8,7 +8,7 @@ artifact, which other stacks may share (docs/artifacts.md: garbage collection).
 
 The engine pickles the provider with dill and runs it in another process.
 So the provider class holds no state and captures nothing: every method
-imports the worker module (components.model_build) when it runs, after
+imports the worker module (artifacts.build) when it runs, after
 putting the project directory on sys.path. Torch is imported only there.
 """
 
@@ -24,7 +24,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from .artifact_store import sha256_file
+from artifacts.store import sha256_file
+
 from .config import StackConfig
 
 OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement",
@@ -35,7 +36,8 @@ TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
 class OptimizedModelProvider(ResourceProvider):
     @staticmethod
     def _worker(props: dict[str, Any]) -> Any:
-        """components.model_build, imported from the project wherever the provider process started.
+        """artifacts.build, imported from the project wherever the provider process started (and set to
+        report user errors in one line there).
 
         A static method, so dill ships it by value with the class instead of by
         reference to this module (which the provider process may not find).
@@ -46,7 +48,9 @@ class OptimizedModelProvider(ResourceProvider):
         project_dir = str(props["projectDir"])
         if project_dir not in sys.path:
             sys.path.insert(0, project_dir)
-        return importlib.import_module("components.model_build")
+        worker = importlib.import_module("artifacts.build")
+        worker.report_user_errors_in_one_line()
+        return worker
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         self._worker(news)
@@ -59,7 +63,13 @@ class OptimizedModelProvider(ResourceProvider):
         return CheckResult(news, [])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        import sys
+
         changes = self._worker(news).describe_changes(olds, news)
+        # A dynamic provider has no diagnostics channel, but the engine prints its stderr in preview and
+        # up: one line per reason (seen under the real CLI, where the property diff alone buries it).
+        for change in changes:
+            print(f"OptimizedModel {news.get('modelName')}: rebuild because {change}", file=sys.stderr, flush=True)
         return DiffResult(changes=bool(changes), replaces=[], stables=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:

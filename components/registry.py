@@ -4,7 +4,8 @@
   KEP-1755 `local-registry-hosting` ConfigMap that tells tools where it is
   (nodes reach it through the containerd mirror in deploy/kind-cluster.yaml);
 - ecr: a repository with immutable tags, scan on push and a lifecycle policy;
-- external: a URL plus credentials from secret config.
+- external: a URL plus credentials from secret config (none for a registry
+  that takes anonymous pushes, such as the local cluster's).
 
 Credentials are always secret outputs. Providers (docker, aws, kubernetes)
 come from the caller's ResourceOptions.
@@ -50,8 +51,10 @@ class RegistryArgs:
             raise ValueError(f"RegistryArgs.type must be local, ecr or external, got {self.type!r}")
         if not self.repository or self.repository != self.repository.lower():
             raise ValueError(f"RegistryArgs.repository must be a lower-case repository path, got {self.repository!r}")
-        if self.type == "external" and not (self.url and self.username and self.password is not None):
-            raise ValueError("RegistryArgs: type 'external' needs url, username and password")
+        if self.type == "external" and not self.url:
+            raise ValueError("RegistryArgs: type 'external' needs a url")
+        if self.type == "external" and self.username and self.password is None:
+            raise ValueError("RegistryArgs: an external registry with a username needs its password")
         if not 1 <= self.keep_last_images <= 1000:
             raise ValueError(f"RegistryArgs.keep_last_images must be 1..1000, got {self.keep_last_images}")
 
@@ -74,7 +77,7 @@ class Registry(pulumi.ComponentResource):
     """Where BuildKit keeps its layer cache: a mutable repository (ECR's image repository is immutable)."""
     username: pulumi.Output[str]
     password: pulumi.Output[str]
-    """Push credentials; always secret."""
+    """Push credentials ("" where the registry has none); the password is always secret."""
 
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelstack:index:Registry", name, None, opts)
@@ -88,11 +91,12 @@ class Registry(pulumi.ComponentResource):
             repository_url, host, user, password = self._ecr(name, args, child)
             cache_repository_url = self._ecr_cache(name, args, child)
         else:
-            assert args.url and args.username
+            assert args.url
             base = args.url.removeprefix("https://").removeprefix("http://").rstrip("/")  # host[/path]
             host = base.split("/", 1)[0]
             repository_url = pulumi.Output.from_input(f"{base}/{args.repository}")
-            user, password = pulumi.Output.from_input(args.username), pulumi.Output.from_input(args.password or "")
+            user = pulumi.Output.from_input(args.username or "")
+            password = pulumi.Output.from_input(args.password or "")
         self.host = pulumi.Output.from_input(host)
         self.repository_url = repository_url
         self.cache_repository_url = cache_repository_url or repository_url

@@ -19,6 +19,12 @@ from pathlib import Path
 import pulumi
 import pulumi_docker_build as docker_build
 
+from artifacts.store import open_store
+
+# Imported here, not where used: applies run after the engine's shim has taken the project directory off
+# sys.path again, so a project module imported inside one is not found (seen under the real engine).
+from serving.context import MARKER, assemble, source_key
+
 CONTEXTS_DIR = ".modelstack/contexts"
 MODELS_DIR = ".modelstack/models"
 
@@ -42,11 +48,21 @@ class ServingImageArgs:
     gpu: bool = False
     login: RegistryLogin | None = None
     registry_cache: bool = True
+    """BuildKit's layer cache in the registry, next to the image."""
+    builder: str | None = None
+    """A buildx builder by name (docker-container, kubernetes or remote driver); by default the provider
+    uses one it finds, or creates a docker-container builder (which pulls BuildKit's image)."""
+    base_image: str | None = None
+    """The Dockerfile's BASE_IMAGE (default python:3.11-slim-bookworm), e.g. a mirror for air-gapped builds."""
+    wheelhouse: str | None = None
+    """A directory of wheels for the image's lock: the build then installs with --no-index."""
     platform: str = "linux/amd64"
 
     def __post_init__(self) -> None:
         if not Path(self.project_dir).is_dir():
             raise ValueError(f"ServingImageArgs.project_dir {self.project_dir!r} is not a directory")
+        if self.wheelhouse is not None and not Path(self.wheelhouse).is_dir():
+            raise ValueError(f"ServingImageArgs.wheelhouse {self.wheelhouse!r} is not a directory")
         if self.platform not in ("linux/amd64", "linux/arm64"):
             raise ValueError(f"ServingImageArgs.platform must be linux/amd64 or linux/arm64, got {self.platform!r}")
 
@@ -56,13 +72,10 @@ class ServingImageArgs:
 
 
 def prepare_context(args: ServingImageArgs, digest: str) -> str:
-    """Fetch the artifact (verified) and lay out the build context; reused while the digest is the same."""
-    from serving.context import MARKER, assemble
-
-    from .artifact_store import open_store
-
+    """Fetch the artifact (verified) and lay out the build context; reused while the model digest and
+    the server's files (code, Dockerfile, locks, wheelhouse) are the same."""
     root = Path(args.project_dir)
-    context = root / CONTEXTS_DIR / f"{digest[:16]}-{args.variant}"
+    context = root / CONTEXTS_DIR / f"{digest[:16]}-{args.variant}-{source_key(args.wheelhouse)}"
     if (context / MARKER).is_file() and (context / "model" / "report.json").is_file():
         return str(context)
     model_dir = root / MODELS_DIR / digest
@@ -73,7 +86,7 @@ def prepare_context(args: ServingImageArgs, digest: str) -> str:
             shutil.rmtree(staging)
         store.fetch(digest, staging)
         staging.rename(model_dir)
-    return str(assemble(model_dir, context))
+    return str(assemble(model_dir, context, wheelhouse=args.wheelhouse))
 
 
 def context_digest(context: str | Path) -> str:
@@ -119,12 +132,13 @@ class ServingImage(pulumi.ComponentResource):
             tags=[tag],
             context=docker_build.BuildContextArgs(location=context_dir),
             dockerfile=docker_build.DockerfileArgs(location=context_dir.apply(lambda c: f"{c}/Dockerfile")),
-            build_args={"VARIANT": args.variant},
+            build_args={"VARIANT": args.variant, **({"BASE_IMAGE": args.base_image} if args.base_image else {})},
             platforms=[docker_build.Platform(args.platform)],
             push=True,
             registries=registries,
             cache_from=cache_from,
             cache_to=cache_to,
+            builder=docker_build.BuilderConfigArgs(name=args.builder) if args.builder else None,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ref = image.ref

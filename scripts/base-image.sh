@@ -6,6 +6,7 @@
 #
 # The tag is a content key (suite, package list, mirror, this script), so a second run on the same machine
 # finds it with `docker image inspect` and does nothing (about 0.1 s). Prints the image reference on stdout.
+# It is also tagged $repo:bookworm-py311 (what Pulumi.local.yaml builds on), moved to the newest build.
 #   BASE_IMAGE_REPO  repository name (default modelstack-base)
 #   DEBIAN_MIRROR    debootstrap mirror (default http://deb.debian.org/debian)
 # Needs root (debootstrap), a running engine (scripts/start-dockerd.sh) and debootstrap
@@ -21,6 +22,8 @@ packages=python3,python3-venv
 self=$(readlink -f "${BASH_SOURCE[0]}")
 key=$(printf '%s\n' "$suite" "$packages" "$mirror" | cat - "$self" | sha256sum | cut -c1-12)
 ref="$repo:$suite-py311-$key"
+alias="$repo:$suite-py311"
+found() { docker image inspect "$ref" >/dev/null 2>&1 && docker tag "$ref" "$alias" && echo "$ref"; }
 
 for tool in docker debootstrap; do
     if ! command -v "$tool" >/dev/null && ! [[ -x /usr/sbin/$tool ]]; then
@@ -30,10 +33,7 @@ for tool in docker debootstrap; do
 done
 PATH=$PATH:/usr/sbin:/sbin
 
-if docker image inspect "$ref" >/dev/null 2>&1; then
-    echo "$ref"
-    exit 0
-fi
+found && exit 0
 
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
@@ -42,10 +42,7 @@ sudo=""
 lock=/tmp/modelstack-base-image.lock
 exec 9>"$lock"
 flock 9
-if docker image inspect "$ref" >/dev/null 2>&1; then
-    echo "$ref"
-    exit 0
-fi
+found && exit 0
 
 root=$(mktemp -d /var/tmp/modelstack-base.XXXXXX)
 cleanup() { $sudo rm -rf --one-file-system "$root"; }
@@ -70,4 +67,4 @@ $sudo tar -C "$root/rootfs" --numeric-owner -c . | docker import \
     --change 'CMD ["python3"]' \
     --message "debootstrap --variant=minbase --include=$packages $suite ($mirror)" \
     - "$ref" >/dev/null
-echo "$ref"
+found

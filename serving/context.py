@@ -44,6 +44,21 @@ def _prepare(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def source_key(wheelhouse: str | Path | None = None) -> str:
+    """A short digest of everything ``assemble`` copies besides the model: the Dockerfile, the locks, the
+    package's code and the wheelhouse's file names and sizes (wheels are checked against the locks' hashes
+    at build time). Two contexts for one model with the same key hold the same files."""
+    h = hashlib.sha256()
+    sources = [PACKAGE_DIR / "Dockerfile", *(PACKAGE_DIR / name for name in REQUIREMENTS),
+               *sorted(PACKAGE_DIR.glob("*.py"))]
+    for path in sources:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    if wheelhouse is not None:
+        for whl in sorted(Path(wheelhouse).glob("*.whl")):
+            h.update(f"{whl.name}\0{whl.stat().st_size}\0".encode())
+    return h.hexdigest()[:12]
+
+
 def assemble(model_dir: str | Path, out_dir: str | Path, wheelhouse: str | Path | None = None) -> Path:
     """Copy Dockerfile, requirements, the serving package, the model and optional wheels into ``out_dir``.
 

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto.server import ThreadedMotoServer
 
-from components.artifact_store import ArtifactStoreError, LocalStore, S3Store, open_store
+from artifacts.store import ArtifactStoreError, LocalStore, S3Store, open_store
 
 
 def make_artifact(directory: Path, payload: bytes = b"onnx-bytes") -> tuple[str, dict[str, Path]]:

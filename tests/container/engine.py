@@ -2,31 +2,26 @@
 
 No registry can be reached here, so nothing is pulled: the base image comes from scripts/base-image.sh
 (debootstrap + ``docker import``, cached in the engine by a content key), the wheels from a host-side
-``pip download`` (cached under .cache/wheelhouse/ by a key over the pinned requirements), and the build
+``pip download`` (scripts/wheelhouse.py, kept while the image lock is unchanged), and the build
 uses BuildKit, which builds only the stages the target needs (the classic builder would also build
 the GPU stage and try to pull the CUDA base image).
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from scripts import wheelhouse as wheels
+
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run scripts/install-system-deps.sh (installs Debian's docker.io and debootstrap)"
-# pip does not widen --platform to older manylinux tags by itself: list every glibc up to bookworm's 2.36.
-WHEEL_PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(36, 4, -1)] + ["manylinux2014_x86_64"]
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = True, env: dict[str, str] | None = None,
@@ -73,32 +68,12 @@ def base_image() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def wheelhouse(cache_root: Path = REPO / ".cache" / "wheelhouse") -> Path:
-    """Binary wheels for the CPU image (cp311, manylinux x86_64), downloaded on the host once per pin set."""
-    reqs = [REPO / "serving" / "requirements.txt"]  # the CPU lock: pinned, with hashes
-    key_src = b"".join(p.read_bytes() for p in reqs) + json.dumps(WHEEL_PLATFORMS).encode()
-    out = cache_root / hashlib.sha256(key_src).hexdigest()[:16]
-    if (out / ".complete").is_file():
-        return out
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with (cache_root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / ".complete").is_file():
-            return out
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_root))
-        try:
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                   "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
-            for plat in WHEEL_PLATFORMS:
-                cmd += ["--platform", plat]
-            run([*cmd, "-r", str(reqs[0]), "-d", str(staging)], timeout=600)
-            (staging / ".complete").write_text("")
-            if out.exists():
-                shutil.rmtree(out)
-            staging.rename(out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return out
+def wheelhouse() -> Path:
+    """Binary wheels for the CPU image (cp311, manylinux x86_64), downloaded on the host once per lock."""
+    try:
+        return wheels.fill()
+    except SystemExit as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def build_command() -> tuple[list[str], dict[str, str]]:

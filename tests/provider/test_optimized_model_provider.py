@@ -17,8 +17,8 @@ from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 from pulumi.runtime.sync_await import _sync_await
 
-from components.artifact_store import LocalStore, sha256_file
-from components.model_build import build_key
+from artifacts.build import build_key
+from artifacts.store import LocalStore, sha256_file
 from components.optimized_model import OptimizedModelProvider, tool_versions
 from tests.pulumi_harness import ROOT
 
@@ -87,23 +87,27 @@ def test_create_diff_update_delete(tiny_model, tmp_path):
     assert LocalStore(store).manifest(updated["digest"]) is not None
 
 
-def test_diff_names_what_changed(tiny_model, tmp_path):
+def test_diff_names_what_changed(tiny_model, tmp_path, capsys):
     provider = OptimizedModelProvider()
     olds = props_for(tiny_model, tmp_path, FP32)
     news = {**olds, "recipe": {**FP32, "quantize": {"mode": "static_int8"}}, "sourceSha256": "f" * 64}
     reasons = provider.diff("id", olds, news)
     assert reasons.changes is True
-    from components.model_build import describe_changes
+    # What `pulumi preview` prints (the engine shows a provider's stderr): one reason per line.
+    printed = capsys.readouterr().err.splitlines()
+    assert f"OptimizedModel {olds['modelName']}: rebuild because recipe.quantize.mode: none -> static_int8" in printed
+    from artifacts.build import describe_changes
 
     lines = describe_changes(olds, news)
     assert "recipe.quantize.mode: none -> static_int8" in lines
     assert any(line.startswith("sourceSha256: ") and line.endswith("-> ffffffffffff") for line in lines)
 
 
-def test_diff_ignores_paths_when_content_is_unchanged(tiny_model, tmp_path):
+def test_diff_ignores_paths_when_content_is_unchanged(tiny_model, tmp_path, capsys):
     olds = props_for(tiny_model, tmp_path, FP32)
     news = {**olds, "sourcePath": "elsewhere/model.pt", "projectDir": "/another/checkout"}
     assert OptimizedModelProvider().diff("id", olds, news).changes is False
+    assert capsys.readouterr().err == ""  # a no-op preview stays quiet
 
 
 def test_diff_is_cheap(tiny_model, tmp_path):
@@ -180,6 +184,20 @@ def test_dill_round_trip_into_the_engines_provider_process_creates(tiny_model, t
         engine.close()
     assert LocalStore(tmp_path / "store").manifest(outs["digest"]) is not None
     assert outs["cacheHit"] is False
+
+
+def test_the_engines_provider_process_reports_a_missed_gate_in_one_line(tiny_model, tmp_path):
+    # The engine's dynamic-provider server answers any exception with its traceback; a missed gate
+    # reached `pulumi up` as one (seen under the real CLI). It must arrive as the gate's one line.
+    engine = EngineProvider(cwd=tmp_path)
+    try:
+        with pytest.raises(grpc.RpcError) as failed:
+            engine.create(props_for(tiny_model, tmp_path / "store", INT8_STRICT))
+    finally:
+        engine.close()
+    details = failed.value.details()
+    assert details.startswith("accuracy gate failed: ") and "nothing was published" in details
+    assert "Traceback" not in details and "\n" not in details
 
 
 def _published(store: Path) -> dict[str, dict]:

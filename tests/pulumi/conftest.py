@@ -1,4 +1,5 @@
-"""The stack files point at the example models; build them once (as `make examples` does)."""
+"""The stack files point at the example models and (local) the image's wheelhouse: make them once,
+as `make examples` and scripts/wheelhouse.py do."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 
+from scripts import wheelhouse
 from tests.pulumi_harness import ROOT
 
 
@@ -15,3 +17,4 @@ def example_models() -> None:
     for name in ("digits", "text"):
         subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", f"examples/{name}/build"],
                        cwd=ROOT, check=True)
+    wheelhouse.fill()

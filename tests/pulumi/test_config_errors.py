@@ -78,6 +78,14 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:cluster", "'name' and 'region'"]),
     ("bad-namespace-name", "dev", setting("serving.namespace", "Team_A"),
      ["modelstack:serving.namespace", "DNS-1123"]),
+    ("external-registry-without-url", "local", lambda c: c["modelstack:registry"].pop("url"),
+     ["modelstack:registry", "type 'external' needs 'url'"]),
+    ("empty-wheelhouse", "local", setting("image.wheelhouse", "examples"),
+     ["modelstack:image.wheelhouse", "'examples' holds no .whl files", "scripts/wheelhouse.py"]),
+    ("builder-name-with-space", "local", setting("image.builder", "my builder"),
+     ["modelstack:image.builder", "'my builder'"]),
+    ("typo-in-image", "local", setting("image.baseimage", "x"),
+     ["modelstack:image.baseimage", "did you mean 'baseImage'"]),
 ]
 
 
@@ -121,7 +129,7 @@ def test_external_registry_needs_its_password(program):
 
 
 def test_unchanged_stack_files_are_valid(program):
-    for stack in ("dev", "prod"):
+    for stack in ("dev", "prod", "local"):
         assert program(stack).error is None
 
 

@@ -14,7 +14,7 @@ from tests.policy import checkov, pss
 from tests.policy.manifests import is_custom_resource, manifests, pod_templates, schema_errors, to_yaml
 from tests.pulumi_harness import run_program
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "local")
 SECRETS = {"grafanaAdminPassword": "not-a-real-password-7f3a"}
 
 

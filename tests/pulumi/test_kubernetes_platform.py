@@ -170,8 +170,10 @@ def test_component_args_are_validated_up_front():
     from components.gpu_node_pool import GpuNodePoolArgs
     from components.registry import RegistryArgs
 
-    with pytest.raises(ValueError, match="needs url, username and password"):
+    with pytest.raises(ValueError, match="with a username needs its password"):
         RegistryArgs(type="external", repository="m/x", url="r.example.com", username="ci")
+    with pytest.raises(ValueError, match="needs a url"):
+        RegistryArgs(type="external", repository="m/x")
     with pytest.raises(ValueError, match="lower-case"):
         RegistryArgs(type="ecr", repository="Models/X")
     with pytest.raises(ValueError, match="subnet_ids"):

@@ -12,7 +12,7 @@ from components.scheduling import GPU_NODE_LABEL, GPU_RESOURCE
 from tests.policy.manifests import to_manifest
 from tests.pulumi_harness import stack_config
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "local")
 STABLE = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
 
 

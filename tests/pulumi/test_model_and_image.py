@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components.artifact_store import sha256_file
+from artifacts.store import sha256_file
 from tests.pulumi_harness import ROOT, stack_config
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "local")
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -51,6 +51,19 @@ def test_dev_pushes_to_the_local_registry_without_login(program):
     assert image["buildArgs"] == {"VARIANT": "cpu"}
     assert image["tags"][0].startswith("localhost:5001/modelstack/digits:")
     assert not image.get("registries")
+
+
+def test_local_builds_offline_with_its_own_builder_and_no_docker_or_aws_provider(program):
+    run = program("local")
+    image = run.one("docker-build:index:Image").inputs
+    assert image["builder"] == {"name": "modelstack-local"}
+    assert image["buildArgs"] == {"VARIANT": "cpu", "BASE_IMAGE": "127.0.0.1:35000/modelstack-base:bookworm-py311"}
+    assert image["tags"][0].startswith("127.0.0.1:35000/modelstack/digits:")
+    assert image["cacheTo"][0]["registry"]["ref"] == "127.0.0.1:35000/modelstack/digits:buildcache-cpu"
+    assert not image.get("registries")  # the local registry takes anonymous pushes
+    # Neither provider can be built from Go modules, so the stack the real engine runs must not need them.
+    assert not [r.type for r in run.resources if r.type.startswith(("docker:", "aws:", "pulumi:providers:docker",
+                                                                    "pulumi:providers:aws"))]
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -1,0 +1,108 @@
+"""The pieces the end-to-end test drives: the local cluster's environment, the Pulumi CLI on one stack
+(throwaway file backend, passphrase secrets, its own copy of the stack file), kubectl and the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "local-cluster" / "cluster.sh"
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    output: str  # stdout and stderr, interleaved as the user sees them
+    seconds: float
+
+    def check(self) -> Result:
+        assert self.returncode == 0, f"{' '.join(self.args)} exited {self.returncode}:\n{self.output[-6000:]}"
+        return self
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 900, stdin: str | None = None) -> Result:
+    start = time.monotonic()
+    proc = subprocess.run(args, cwd=REPO, env=env, input=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return Result(args, proc.returncode, proc.stdout, time.monotonic() - start)
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment `eval "$(local-cluster/cluster.sh env)"` gives a shell."""
+    script = f'eval "$({CLUSTER} env)" && env -0'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True, timeout=60).stdout
+    return dict(line.split("=", 1) for line in out.decode().split("\0") if "=" in line)
+
+
+@dataclass
+class Stack:
+    """One stack of this project under the real CLI. Every command names the stack and its config file."""
+
+    name: str
+    env: dict[str, str]
+    config_file: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def pulumi(self, *args: str, timeout: float = 900, stdin: str | None = None, timing: str | None = None,
+               check: bool = True) -> Result:
+        result = run(["pulumi", *args, "--stack", self.name, "--non-interactive"], self.env, timeout, stdin)
+        if timing:
+            self.timings[timing] = round(result.seconds, 1)
+        return result.check() if check else result
+
+    def project_command(self, *args: str, **kw: Any) -> Result:
+        """A command that reads the stack's config: preview, up, destroy, config."""
+        return self.pulumi(*args, "--config-file", str(self.config_file), **kw)
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.pulumi("stack", "output", "--json", "--show-secrets").output)
+
+    def export(self) -> str:
+        return self.pulumi("stack", "export").output
+
+
+def kubectl(env: dict[str, str], *args: str, check: bool = True) -> Result:
+    result = run(["kubectl", *args], env, timeout=120)
+    return result.check() if check else result
+
+
+def kube_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    return json.loads(kubectl(env, *args, "-o", "json").output)
+
+
+def registry_get(registry: str, path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"http://{registry}{path}", headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def registry_tags(registry: str, repository: str) -> set[str]:
+    status, _, body = registry_get(registry, f"/v2/{repository}/tags/list")
+    return set(json.loads(body).get("tags") or []) if status == 200 else set()
+
+
+def manifest_digest(registry: str, repository: str, reference: str) -> str | None:
+    """The digest the registry serves for a tag or digest, or None when it serves none."""
+    status, headers, _ = registry_get(registry, f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES)
+    return headers.get("Docker-Content-Digest") if status == 200 else None
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    return {**env, **cluster_env(), "CI": "true"}
