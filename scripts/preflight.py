@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCAL_CONTEXT = "modelstack-local"  # local-cluster/cluster.sh
 INSTALL_PULUMI = "install it from https://www.pulumi.com/docs/iac/download-install/ and put `pulumi` on PATH"
 
 
@@ -62,7 +63,9 @@ def problems(stack: str, command: str) -> list[str]:
             how = ("create the cluster with `kind create cluster --name modelstack --config deploy/kind-cluster.yaml` "
                    "(its context is kind-modelstack)" if cluster.get("provider") == "kind" else
                    f"run `aws eks update-kubeconfig --name {cluster.get('name')} --region {cluster.get('region')} "
-                   f"--alias {context}`" if cluster.get("provider") == "eks" else "add it to your kubeconfig")
+                   f"--alias {context}`" if cluster.get("provider") == "eks" else
+                   'start it with `local-cluster/cluster.sh up`, then `eval "$(local-cluster/cluster.sh env)"`'
+                   if context == LOCAL_CONTEXT else "add it to your kubeconfig")
             out.append(f"the Kubernetes context '{context}' (modelstack:cluster.context) is not in your kubeconfig: "
                        f"{how}")
     return out

@@ -31,7 +31,7 @@ if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}" && -z "${PULUMI_CONFIG_PASSPHRASE_FILE:
 fi
 
 if ! pulumi stack select "$stack" 2>/dev/null; then
-  if [[ "$stack" == dev || "$stack" == prod ]]; then
+  if [[ -f "Pulumi.$stack.yaml" ]]; then  # dev, prod, local: a stack file of its own
     pulumi stack init "$stack" --secrets-provider passphrase
   else
     # A short-lived stack: dev's config, its own namespace, and dev's registry (one per cluster).

@@ -34,6 +34,11 @@ def test_prod_context_hint_names_the_eks_cluster(tmp_path):
     assert "Docker" not in out.stderr  # destroy builds nothing
 
 
+def test_local_context_hint_names_the_local_cluster(tmp_path):
+    out = _preflight(tmp_path, "local", "preview")
+    assert "'modelstack-local'" in out.stderr and "local-cluster/cluster.sh up" in out.stderr
+
+
 def test_a_present_context_is_accepted(tmp_path):
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\ncontexts:\n- name: kind-modelstack\n  context: {}\n")
