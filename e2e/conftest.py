@@ -49,12 +49,12 @@ def stack(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     wheelhouse.fill(REPO / config["config"]["modelstack:image"]["wheelhouse"])
     env = {**cluster, "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
            "PULUMI_CONFIG_PASSPHRASE": secrets.token_urlsafe(24)}
-    s = Stack(STACK, env, config_file, TIMINGS)
+    s = Stack(STACK, env, TIMINGS)
     s.pulumi("stack", "init", "--secrets-provider", "passphrase")
-    s.project_command("config", "set", "--secret", "grafanaAdminPassword", stdin=secrets.token_urlsafe(18))
+    s.pulumi("config", "set", "--secret", "grafanaAdminPassword", stdin=secrets.token_urlsafe(18))
     yield s
     # Whatever the steps left: nothing of the stack stays in the cluster or the backend.
-    s.project_command("destroy", "--yes", check=False, timeout=600)
+    s.pulumi("destroy", "--yes", check=False, timeout=600)
     s.pulumi("stack", "rm", "--yes", "--force", check=False)
     config_file.unlink(missing_ok=True)
 

@@ -49,11 +49,10 @@ def cluster_env() -> dict[str, str]:
 
 @dataclass
 class Stack:
-    """One stack of this project under the real CLI. Every command names the stack and its config file."""
+    """One stack of this project under the real CLI (its config: Pulumi.<name>.yaml in the project)."""
 
     name: str
     env: dict[str, str]
-    config_file: Path
     timings: dict[str, float] = field(default_factory=dict)
 
     def pulumi(self, *args: str, timeout: float = 900, stdin: str | None = None, timing: str | None = None,
@@ -62,10 +61,6 @@ class Stack:
         if timing:
             self.timings[timing] = round(result.seconds, 1)
         return result.check() if check else result
-
-    def project_command(self, *args: str, **kw: Any) -> Result:
-        """A command that reads the stack's config: preview, up, destroy, config."""
-        return self.pulumi(*args, "--config-file", str(self.config_file), **kw)
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.pulumi("stack", "output", "--json", "--show-secrets").output)

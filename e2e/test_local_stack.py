@@ -59,19 +59,19 @@ def assert_rolled_out(stack: Stack, image: str) -> None:
 
 
 def report(stack: Stack, digest: str) -> dict[str, Any]:
-    store = Path(json.loads(stack.project_command("config", "get", "artifacts").output)["store"])
+    store = Path(json.loads(stack.pulumi("config", "get", "artifacts").output)["store"])
     return json.loads((store / digest / "report.json").read_text())
 
 
 def test_1_preview_of_a_new_stack_names_every_resource(stack: Stack) -> None:
-    result = stack.project_command("preview", "--diff", timing="1 preview --diff (new stack)")
+    result = stack.pulumi("preview", "--diff", timing="1 preview --diff (new stack)")
     assert "to create" in result.output
     missing = expected_resources() - urns_in(result.output)
     assert not missing, f"preview does not name {sorted(missing)}"
 
 
 def test_2_up_builds_pushes_and_deploys_by_digest(stack: Stack) -> None:
-    stack.project_command("up", "--yes", timing="2 up (new stack)", timeout=1800)
+    stack.pulumi("up", "--yes", timing="2 up (new stack)", timeout=1800)
     out = stack.outputs()
     image = IMAGE.match(out["image"])
     assert image, f"image output {out['image']!r} is not REGISTRY/REPO:TAG@sha256:DIGEST"
@@ -103,23 +103,23 @@ def test_2_up_builds_pushes_and_deploys_by_digest(stack: Stack) -> None:
 
 
 def test_3_nothing_changed_means_nothing_happens(stack: Stack) -> None:
-    preview = stack.project_command("preview", "--expect-no-changes", timing="3 preview --expect-no-changes")
+    preview = stack.pulumi("preview", "--expect-no-changes", timing="3 preview --expect-no-changes")
     assert re.search(r"\d+ unchanged", preview.output)
     before = deployment(stack)["metadata"]["generation"]
-    up = stack.project_command("up", "--yes", "--expect-no-changes", timing="3 up (no changes)")
+    up = stack.pulumi("up", "--yes", "--expect-no-changes", timing="3 up (no changes)")
     assert not re.search(r"^\s*[~+-]\s+\d+ to (update|create|delete)", up.output, re.M)
     assert deployment(stack)["metadata"]["generation"] == before
 
 
 def test_4_a_recipe_change_shows_why_and_rolls_the_deployment(stack: Stack) -> None:
     old = stack.outputs()
-    stack.project_command("config", "set", "recipe", "int8-static")
-    preview = stack.project_command("preview", "--diff", timing="4 preview --diff (recipe change)")
+    stack.pulumi("config", "set", "recipe", "int8-static")
+    preview = stack.pulumi("preview", "--diff", timing="4 preview --diff (recipe change)")
     assert "OptimizedModel digits: rebuild because recipe.quantize.mode: dynamic_int8 -> static_int8" in preview.output
     changed = set(re.findall(r"^\s*(?:~|\+-)\s*(\S+): \((?:update|replace)\)", preview.output, re.M))
     assert {"pulumi-python:dynamic:Resource", "docker-build:index:Image", "kubernetes:apps/v1:Deployment"} <= changed
 
-    stack.project_command("up", "--yes", timing="4 up (recipe change)", timeout=1800)
+    stack.pulumi("up", "--yes", timing="4 up (recipe change)", timeout=1800)
     new = stack.outputs()
     assert new["modelDigest"] != old["modelDigest"] and new["image"] != old["image"]
     assert new["recipe"] == "int8-static"
@@ -131,11 +131,11 @@ def test_5_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_pat
     tags = registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY)
     recipe = tmp_path / "prune90.yaml"
     recipe.write_text(json.dumps(FAILING_RECIPE))
-    stack.project_command("config", "set", "recipe", str(recipe))
+    stack.pulumi("config", "set", "recipe", str(recipe))
     try:
-        up = stack.project_command("up", "--yes", check=False, timing="5 up (failing gate)", timeout=1800)
+        up = stack.pulumi("up", "--yes", check=False, timing="5 up (failing gate)", timeout=1800)
     finally:
-        stack.project_command("config", "set", "recipe", "int8-static")
+        stack.pulumi("config", "set", "recipe", "int8-static")
     assert up.returncode != 0
     reasons = [line.strip() for line in up.output.splitlines() if "accuracy gate failed" in line]
     assert reasons, up.output[-3000:]
@@ -165,7 +165,7 @@ def test_6_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack
 
 
 def test_7_the_state_holds_the_grafana_password_only_as_ciphertext(stack: Stack) -> None:
-    password = stack.project_command("config", "get", "grafanaAdminPassword").output.strip()
+    password = stack.pulumi("config", "get", "grafanaAdminPassword").output.strip()
     assert len(password) >= 16
     exported = stack.export()
     assert password not in exported
@@ -173,7 +173,7 @@ def test_7_the_state_holds_the_grafana_password_only_as_ciphertext(stack: Stack)
 
 
 def test_8_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.project_command("destroy", "--yes", timing="8 destroy", timeout=900)
+    stack.pulumi("destroy", "--yes", timing="8 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",
