@@ -11,11 +11,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+POLICY_VENV := policy/.venv
+ACTIONLINT := $(VENV)/bin/actionlint
+POLICY_STAMP := $(POLICY_VENV)/.installed
 
 # Locks (every package pinned, with hashes) are installed as they are: --no-deps, hashes required.
 PIP_INSTALL_LOCK := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r
 
-.PHONY: up preview destroy test e2e lint examples lock system-deps clean
+.PHONY: up preview destroy test e2e lint examples lock system-deps policy-venv clean
+
+policy-venv: $(POLICY_STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +32,18 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL_LOCK) requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
+
+# The CrossGuard policy pack (policy/) runs in a virtualenv of its own: pulumi-policy pins a protobuf
+# the pipeline's onnx cannot share.
+$(POLICY_STAMP): policy/requirements.txt
+	test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python $(PIP_INSTALL_LOCK) policy/requirements.txt
+	touch $(POLICY_STAMP)
+
+# actionlint (the workflow lint in tests/ci/) from its Go module: its PyPI wrapper downloads a release.
+$(ACTIONLINT): $(STAMP) tools/modules/actionlint/go.mod tools/modules/actionlint/go.sum
+	cd tools/modules/actionlint && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+		go build -trimpath -o $(CURDIR)/$(ACTIONLINT) github.com/rhysd/actionlint/cmd/actionlint
 
 # Debian packages the tests use; installs only what is missing (root or sudo).
 system-deps:
@@ -40,10 +57,10 @@ examples: $(STAMP)
 	$(PY) -m examples.digits.train --out examples/digits/build
 	$(PY) -m examples.text.train --out examples/text/build
 
-up: examples
+up: examples $(POLICY_STAMP)
 	scripts/pulumi.sh $(STACK) up $(ARGS)
 
-preview: examples
+preview: examples $(POLICY_STAMP)
 	scripts/pulumi.sh $(STACK) preview --diff $(ARGS)
 
 destroy: $(STAMP)
@@ -53,14 +70,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: system-deps $(STAMP) $(CHECKOV_STAMP)
+test: system-deps $(STAMP) $(CHECKOV_STAMP) $(POLICY_STAMP) $(ACTIONLINT)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # preview/up/destroy of a throwaway stack under the real Pulumi CLI and plugins, against the
 # local cluster (local-cluster/): tools/build.sh builds them from Go modules the first time.
-e2e: system-deps examples
+e2e: system-deps examples $(POLICY_STAMP)
 	tools/build.sh >/dev/null
 	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) examples/*/build .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(POLICY_VENV) examples/*/build .cache .pytest_cache .mypy_cache .ruff_cache

@@ -40,6 +40,7 @@ class Lock:
 LOCKS = (
     Lock("requirements-dev.in", "requirements.txt", "3.11"),  # .venv: program, pipeline, tests
     Lock("requirements-checkov.in", "requirements-checkov.txt", "3.11"),  # .venv-checkov
+    Lock("policy/requirements.in", "policy/requirements.txt", "3.11"),  # policy/.venv: the policy pack
     Lock("serving/requirements.in", "serving/requirements.txt", "3.11", "x86_64-manylinux_2_28"),  # CPU image
     # GPU image: the CUDA base image is Ubuntu 24.04, whose Python is 3.12.
     Lock("serving/requirements-gpu.in", "serving/requirements-gpu.txt", "3.12", "x86_64-manylinux_2_28"),
