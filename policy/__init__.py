@@ -1,0 +1,1 @@
+"""The CrossGuard policy pack (see README.md); a package so the tests import `policy.rules`."""
