@@ -13,6 +13,7 @@ from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, eks_subnet_id
 from components.model_service import ModelService, ModelServiceArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.optimized_model import OptimizedModel, OptimizedModelArgs
+from components.promotion import Promotion, PromotionArgs
 from components.registry import Registry, RegistryArgs
 from components.serving_image import RegistryLogin, ServingImage, ServingImageArgs
 
@@ -30,32 +31,48 @@ if cfg.registry.type == "ecr" or cfg.gpu.pool != "none":
     providers["aws"] = aws.Provider("aws", region=cfg.cluster.region or cfg.artifacts.region)
 opts = pulumi.ResourceOptions(providers=providers)
 
-# The optimize step: built (and gated) before any image, shared by digest across stacks.
-model = OptimizedModel("model", OptimizedModelArgs.from_config(cfg))
-
 registry = Registry("registry", RegistryArgs.from_config(cfg), opts=opts)
+gate = cfg.recipe.gate.model_dump()
 
-login = None
-if cfg.registry.type == "ecr" or cfg.registry.username:  # local and anonymous registries take no login
-    login = RegistryLogin(address=registry.host, username=registry.username, password=registry.password)
-image = ServingImage(
-    "image",
-    ServingImageArgs(
-        repository=registry.repository_url,
-        cache_repository=registry.cache_repository_url,
-        model_digest=model.digest,
-        store_uri=cfg.artifacts.store,
-        store_region=cfg.artifacts.region,
-        store_endpoint=cfg.artifacts.endpoint,
-        project_dir=str(cfg.project_dir),
-        gpu=cfg.uses_gpu,
-        login=login,
-        registry_cache=cfg.image.registry_cache,
-        builder=cfg.image.builder,
-        base_image=cfg.image.base_image,
-        wheelhouse=str(cfg.path(cfg.image.wheelhouse)) if cfg.image.wheelhouse else None,
-    ),
-)
+if cfg.release is not None:
+    # Promotion: exactly the model and image the source stack tested, by digest; nothing is built.
+    pulumi.log.info(cfg.release.summary)
+    promotion = Promotion("promotion", PromotionArgs(
+        release=cfg.release, store_uri=cfg.artifacts.store, store_region=cfg.artifacts.region,
+        store_endpoint=cfg.artifacts.endpoint, project_dir=str(cfg.project_dir),
+        repository=registry.repository_url, registry_host=registry.known_host, gate=gate))
+    image_ref: pulumi.Output[str] = promotion.image
+    figures = {key: pulumi.Output.from_input(value) for key, value in cfg.release.figures.items()}
+    model_digest, model_artifact = pulumi.Output.from_input(cfg.release.model_digest), promotion.artifact_uri
+    pulumi.export("promotedFrom", cfg.release.stack)
+else:
+    # The optimize step: built (and gated) before any image, shared by digest across stacks.
+    model = OptimizedModel("model", OptimizedModelArgs.from_config(cfg))
+    login = None
+    if cfg.registry.type == "ecr" or cfg.registry.username:  # local and anonymous registries take no login
+        login = RegistryLogin(address=registry.host, username=registry.username, password=registry.password)
+    image = ServingImage(
+        "image",
+        ServingImageArgs(
+            repository=registry.repository_url,
+            cache_repository=registry.cache_repository_url,
+            model_digest=model.digest,
+            store_uri=cfg.artifacts.store,
+            store_region=cfg.artifacts.region,
+            store_endpoint=cfg.artifacts.endpoint,
+            project_dir=str(cfg.project_dir),
+            gpu=cfg.uses_gpu,
+            login=login,
+            registry_cache=cfg.image.registry_cache,
+            builder=cfg.image.builder,
+            base_image=cfg.image.base_image,
+            wheelhouse=str(cfg.path(cfg.image.wheelhouse)) if cfg.image.wheelhouse else None,
+        ),
+    )
+    image_ref = image.ref
+    figures = {"sizeRatio": model.sizeRatio, "agreement": model.agreement, "accuracyDelta": model.accuracyDelta,
+               "latencyP50Ms": model.latencyP50Ms, "latencyP99Ms": model.latencyP99Ms}
+    model_digest, model_artifact = model.digest, model.artifactUri
 
 subnets = None
 if cfg.gpu.pool == "eks-managed":
@@ -65,7 +82,7 @@ gpu = GpuNodePool("gpu", GpuNodePoolArgs.from_config(cfg, subnet_ids=subnets), o
 
 service = ModelService(
     "serving",
-    ModelServiceArgs.from_config(cfg, image=image.ref, scheduling=gpu.scheduling),
+    ModelServiceArgs.from_config(cfg, image=image_ref, scheduling=gpu.scheduling),
     opts=opts,
 )
 
@@ -74,24 +91,22 @@ if cfg.monitoring.mode != "none":
     # The latency alert's threshold follows the model's benchmarked p99, so it tightens as models get faster.
     monitoring = Monitoring(
         "monitoring",
-        MonitoringArgs.from_config(cfg, benchmark_p99_ms=model.latencyP99Ms, depends_on=[service],
+        MonitoringArgs.from_config(cfg, benchmark_p99_ms=figures["latencyP99Ms"], depends_on=[service],
                                    gpu_scheduling=gpu.scheduling),
         opts=opts,
     )
 
 pulumi.export("namespace", service.namespace)
 pulumi.export("endpoint", service.endpoint)
-pulumi.export("image", image.ref)
+pulumi.export("image", image_ref)
 pulumi.export("registry", registry.host)
 pulumi.export("modelName", cfg.model_name)
 pulumi.export("recipe", cfg.recipe.name)
-pulumi.export("modelDigest", model.digest)
-pulumi.export("modelArtifact", model.artifactUri)
-pulumi.export("sizeRatio", model.sizeRatio)
-pulumi.export("accuracyDelta", model.accuracyDelta)
-pulumi.export("agreement", model.agreement)
-pulumi.export("latencyP50Ms", model.latencyP50Ms)
-pulumi.export("latencyP99Ms", model.latencyP99Ms)
+pulumi.export("gate", gate)  # what a stack promoting from this one checks the figures against
+pulumi.export("modelDigest", model_digest)
+pulumi.export("modelArtifact", model_artifact)
+for key, value in figures.items():  # sizeRatio, agreement, accuracyDelta, latencyP50Ms, latencyP99Ms
+    pulumi.export(key, value)
 if monitoring is not None:
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaPortForward", monitoring.grafana_port_forward)

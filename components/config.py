@@ -23,6 +23,7 @@ from pydantic.alias_generators import to_camel
 from optimize.recipe import Recipe, RecipeError, load_recipe
 
 from .naming import dns_label, is_dns_label, stack_namespace
+from .release import SourceRelease, read_release
 
 NAMESPACE = "modelstack"
 
@@ -209,6 +210,27 @@ class ImageSection(_Section):
     builder: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+class PromoteSection(_Section):
+    """Take the model and image another stack built and tested, by digest, instead of building them."""
+
+    from_: str = Field(alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not STACK_NAME.match(value):
+            raise ValueError("must be a fully qualified stack name ORG/PROJECT/STACK, such as "
+                             "'organization/modelstack/dev' (`pulumi stack ls --all` lists them)")
+        return value
+
+    @property
+    def stack_short_name(self) -> str:
+        return self.from_.rsplit("/", 1)[-1]
+
+
 class MonitoringSection(_Section):
     """Metrics, alerts and dashboards."""
 
@@ -230,8 +252,10 @@ SECTIONS: dict[str, type[_Section]] = {
     "serving": ServingSection,
     "image": ImageSection,
     "monitoring": MonitoringSection,
+    "promote": PromoteSection,
 }
 REQUIRED_SECTIONS = ("model", "cluster", "registry")
+OPTIONAL_SECTIONS = ("promote",)  # absent: None rather than defaults
 SCALAR_KEYS = ("recipe",)
 SECRET_KEYS = ("registryPassword", "grafanaAdminPassword")
 ALL_KEYS = (*SECTIONS, *SCALAR_KEYS, *SECRET_KEYS)
@@ -246,7 +270,7 @@ class StackConfig:
     project_dir: Path
     recipe_spec: str
     recipe: Recipe
-    model: ModelSection
+    model: ModelSection | None  # None on a promoting stack: it builds no model
     artifacts: ArtifactsSection
     cluster: ClusterSection
     registry: RegistrySection
@@ -254,7 +278,10 @@ class StackConfig:
     serving: ServingSection
     image: ImageSection
     monitoring: MonitoringSection
+    promote: PromoteSection | None = None
     secrets: dict[str, Any] = field(default_factory=dict)
+    release: SourceRelease | None = None
+    """What a promoting stack deploys: its source stack's outputs, read and checked by load_stack_config."""
 
     @property
     def namespace(self) -> str:
@@ -262,6 +289,9 @@ class StackConfig:
 
     @property
     def model_name(self) -> str:
+        if self.model is None:
+            assert self.release is not None, "a promoting stack's model name comes from its source's outputs"
+            return self.release.model_name
         return self.model.name or dns_label(Path(self.model.source).stem)
 
     @property
@@ -298,14 +328,21 @@ def parse_stack_config(
         if key not in ALL_KEYS:
             problems.append(f"{where}: {project}:{key}: unknown key{_did_you_mean(key, ALL_KEYS)}")
 
+    promoting = "promote" in own
     sections: dict[str, Any] = {}
     for name, model in SECTIONS.items():
         key = f"{project}:{name}"
+        if promoting and name == "model":
+            sections[name] = None
+            if name in own:
+                problems.append(f"{where}: {key}: a promoting stack builds no model ({project}:promote.from names "
+                                f"the stack it takes the model from); remove {key}")
+            continue
         if name not in own:
             if name in REQUIRED_SECTIONS:
                 problems.append(f"{where}: {key}: missing; expected an object ({_fields_of(model)})")
                 continue
-            sections[name] = model()
+            sections[name] = None if name in OPTIONAL_SECTIONS else model()
             continue
         value = _decode(own[name])
         if not isinstance(value, dict):
@@ -358,18 +395,27 @@ def _check_combinations(cfg: StackConfig, own: dict[str, str], where: str) -> li
     out += _check_cluster(cfg, where)
     out += _check_registry(cfg, where)
     out += _check_scaling(cfg, where)
-    if cfg.recipe.needs_calibration and not cfg.model.calibration_data:
-        out.append(f"{where}: {p}:model.calibrationData: recipe '{cfg.recipe_spec}' quantizes statically and needs a "
-                   "calibration set (.npz with the input under 'x'); set it or use int8-dynamic")
-    if cfg.model.resolved_format == "state_dict" and not cfg.model.factory:
-        out.append(f"{where}: {p}:model.factory: a state_dict source needs 'package.module:function' that builds "
-                   "the architecture")
-    if cfg.model.factory and cfg.model.resolved_format != "state_dict":
-        out.append(f"{where}: {p}:model.factory: only used with format 'state_dict', but the source is "
-                   f"'{cfg.model.resolved_format}'; remove it")
+    if cfg.model is not None:
+        out += _check_model(cfg, where)
     if cfg.monitoring.mode == "kube-prometheus-stack" and not cfg.monitoring.chart_version:
         out.append(f"{where}: {p}:monitoring.chartVersion: kube-prometheus-stack needs a pinned chart version")
     out += _missing_secrets(cfg, own, where)
+    return out
+
+
+def _check_model(cfg: StackConfig, where: str) -> list[str]:
+    p, m = cfg.project, cfg.model
+    assert m is not None
+    out = []
+    if cfg.recipe.needs_calibration and not m.calibration_data:
+        out.append(f"{where}: {p}:model.calibrationData: recipe '{cfg.recipe_spec}' quantizes statically and needs a "
+                   "calibration set (.npz with the input under 'x'); set it or use int8-dynamic")
+    if m.resolved_format == "state_dict" and not m.factory:
+        out.append(f"{where}: {p}:model.factory: a state_dict source needs 'package.module:function' that builds "
+                   "the architecture")
+    if m.factory and m.resolved_format != "state_dict":
+        out.append(f"{where}: {p}:model.factory: only used with format 'state_dict', but the source is "
+                   f"'{m.resolved_format}'; remove it")
     return out
 
 
@@ -434,8 +480,9 @@ def _missing_secrets(cfg: StackConfig, own: dict[str, str], where: str) -> list[
 
 def _check_files(cfg: StackConfig, where: str) -> list[str]:
     out = []
-    files = {"model.source": cfg.model.source, "model.validationData": cfg.model.validation_data,
-             "model.calibrationData": cfg.model.calibration_data}
+    m = cfg.model
+    files = {} if m is None else {"model.source": m.source, "model.validationData": m.validation_data,
+                                  "model.calibrationData": m.calibration_data}
     for key, value in files.items():
         if value is None or value.startswith("s3://"):
             continue
@@ -443,7 +490,7 @@ def _check_files(cfg: StackConfig, where: str) -> list[str]:
             hint = " (run `make examples` to build the example models)" if value.startswith("examples/") else ""
             out.append(f"{where}: {cfg.project}:{key}: file '{value}' does not exist{hint}")
     wheelhouse = cfg.image.wheelhouse
-    if wheelhouse is not None and not any(cfg.path(wheelhouse).glob("*.whl")):
+    if wheelhouse is not None and m is not None and not any(cfg.path(wheelhouse).glob("*.whl")):
         out.append(f"{where}: {cfg.project}:image.wheelhouse: '{wheelhouse}' holds no .whl files (fill it with "
                    "`python scripts/wheelhouse.py DIR`, or unset it to install from the package index)")
     return out
@@ -507,7 +554,16 @@ def load_stack_config() -> StackConfig:
     cfg = parse_stack_config(raw, project=project, stack=stack, project_dir=project_dir)
     reader = pulumi.Config(project)
     secrets = {key: reader.require_secret(key) for key in SECRET_KEYS if f"{project}:{key}" in raw}
-    return replace(cfg, secrets=secrets)
+    release = None
+    if cfg.promote is not None:
+        problems = []
+        try:
+            release = read_release(cfg.promote.from_)
+        except ValueError as exc:
+            problems.append(f"{stack_file(stack)}: {project}:promote.from: {exc}")
+        if problems:
+            raise ConfigError(problems)
+    return replace(cfg, secrets=secrets, release=release)
 
 
 def _project_dir(engine_root: str | None) -> Path:

@@ -16,41 +16,27 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from artifacts.store import sha256_file
 
 from .config import StackConfig
+from .dynamic_provider import ProjectWorkerProvider, ship_by_value
 
 OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement",
                "latencyP50Ms", "latencyP99Ms", "baselineLatencyP50Ms")
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
 
 
-class OptimizedModelProvider(ResourceProvider):
+class OptimizedModelProvider(ProjectWorkerProvider):
     @staticmethod
     def _worker(props: dict[str, Any]) -> Any:
-        """artifacts.build, imported from the project wherever the provider process started (and set to
-        report user errors in one line there).
-
-        A static method, so dill ships it by value with the class instead of by
-        reference to this module (which the provider process may not find).
-        """
-        import importlib
-        import sys
-
-        project_dir = str(props["projectDir"])
-        if project_dir not in sys.path:
-            sys.path.insert(0, project_dir)
-        worker = importlib.import_module("artifacts.build")
-        worker.report_user_errors_in_one_line()
-        return worker
+        return ProjectWorkerProvider.import_worker(props, "artifacts.build")
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         self._worker(news)
@@ -111,6 +97,9 @@ class OptimizedModelArgs:
     def from_config(cls, cfg: StackConfig) -> OptimizedModelArgs:
         """Digests come from the files now (or from the config's pin), so preview sees content changes."""
         m, a = cfg.model, cfg.artifacts
+        if m is None:
+            raise ValueError("OptimizedModelArgs.from_config: the stack promotes its model (modelstack:promote); "
+                             "it builds none")
 
         def digest(path: str | None) -> str | None:
             return None if path is None else sha256_file(cfg.path(path))
@@ -177,18 +166,4 @@ def _version(package: str) -> str:
 
 
 
-def _ship_by_value(cls: type) -> None:
-    """Make dill pickle the provider class and its methods by value.
-
-    dill pickles a class (and each method) by reference to its module unless
-    it claims to live in __main__, and the engine's provider process may not
-    be able to import this module. Pulumi itself once did the same rewrite.
-    """
-    cls.__module__ = "__main__"
-    for value in vars(cls).values():
-        function = getattr(value, "__func__", value)
-        if inspect.isfunction(function):
-            function.__module__ = "__main__"
-
-
-_ship_by_value(OptimizedModelProvider)
+ship_by_value(OptimizedModelProvider)

@@ -98,6 +98,8 @@ class Registry(pulumi.ComponentResource):
             user = pulumi.Output.from_input(args.username or "")
             password = pulumi.Output.from_input(args.password or "")
         self.host = pulumi.Output.from_input(host)
+        # The host when config fixes it (local, external); an ECR registry's is known only after it exists.
+        self.known_host: str | None = host if isinstance(host, str) else None
         self.repository_url = repository_url
         self.cache_repository_url = cache_repository_url or repository_url
         self.username = user

@@ -7,7 +7,8 @@
 #   PULUMI_CONFIG_PASSPHRASE(_FILE), or for dev-like stacks from a generated,
 #   git-ignored file .modelstack/passphrase;
 # - the stack is selected, or created on first use;
-# - dev-like stacks get a generated Grafana admin password on first use.
+# - dev-like stacks get a generated Grafana admin password on first use;
+# - preview and up run the policy pack (policy/): a mandatory violation stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +45,8 @@ if [[ "$stack" != prod ]] && ! pulumi config get grafanaAdminPassword >/dev/null
   .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))' | pulumi config set --secret grafanaAdminPassword
 fi
 
-exec pulumi "$command" --stack "$stack" "$@"
+policy=()
+if [[ "$command" == preview || "$command" == up || "$command" == update ]]; then
+  policy=(--policy-pack policy/analyzer)
+fi
+exec pulumi "$command" --stack "$stack" "${policy[@]}" "$@"

@@ -126,6 +126,17 @@ class _RecordingMonitor(mocks.MockMonitor):
             ))
         return response
 
+    def ReadResource(self, request: Any) -> Any:
+        """Reads (a StackReference) are in the graph too: recorded like registrations."""
+        response = super().ReadResource(request)
+        inputs, has_secret = rpc.deserialize_properties_unwrap_secrets(request.properties)
+        self.run.resources.append(Registered(
+            urn=response.urn, type=request.type, name=request.name, inputs=inputs, parent=request.parent,
+            dependencies=list(request.dependencies), custom=True, provider=request.provider,
+            secret_inputs=has_secret,
+        ))
+        return response
+
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn.split("::")[-2] == "pulumi:pulumi:Stack":
             for key, value in request.outputs.fields.items():

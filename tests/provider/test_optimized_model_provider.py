@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from pulumi.dynamic.dynamic import serialize_provider
-from pulumi.runtime import proto, rpc
-from pulumi.runtime.proto import provider_pb2_grpc
-from pulumi.runtime.sync_await import _sync_await
 
 from artifacts.build import build_key
 from artifacts.store import LocalStore, sha256_file
 from components.optimized_model import OptimizedModelProvider, tool_versions
+from tests.provider.engine_provider import EngineProvider
 from tests.pulumi_harness import ROOT
 
 FAST_BENCH = {"iterations": 5, "warmup": 1, "batch_sizes": [1]}
@@ -141,39 +134,6 @@ def test_source_changed_since_preview_is_refused(tiny_model, tmp_path):
     props = {**props_for(tiny_model, tmp_path / "store", FP32), "sourceSha256": "0" * 64}
     with pytest.raises(RuntimeError, match="changed since the plan was made"):
         OptimizedModelProvider().create(props)
-
-
-class EngineProvider:
-    """The provider as the engine runs it: `python -m pulumi.dynamic` serving gRPC, the provider
-    dill-pickled into the `__provider` property, started from a directory that is not the project."""
-
-    def __init__(self, cwd: Path):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        port = int(self.proc.stdout.readline())  # the plugin handshake: its port on stdout
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
-
-    def create_async(self, props: dict):
-        request = proto.provider_pb2.CreateRequest(
-            urn="urn:pulumi:test::modelstack::pulumi-python:dynamic:Resource::model",
-            properties=_sync_await(rpc.serialize_properties(
-                {**props, "__provider": serialize_provider(OptimizedModelProvider())}, {})),
-        )
-        return self.stub.Create.future(request, timeout=300)
-
-    def create(self, props: dict) -> dict:
-        return rpc.deserialize_properties(self.create_async(props).result().properties)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=60)
-
-    def close(self) -> None:
-        self.channel.close()
-        if self.proc.poll() is None:
-            self.kill()
 
 
 def test_dill_round_trip_into_the_engines_provider_process_creates(tiny_model, tmp_path):

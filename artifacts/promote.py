@@ -1,0 +1,98 @@
+"""What the PromotedModel and ImageCopy providers do, as plain functions (no Pulumi imports).
+
+- `promote_artifact`: make the tested artifact present in this stack's store, by digest: verified
+  against the digest (sha256 of model.onnx) and its manifest, copied from the source stack's store only
+  when the stores differ and this one lacks it (so a second run copies nothing).
+- `copy_image`: put the tested image into this stack's registry under the same digest
+  (`buildx imagetools create` copies a single manifest as it is), and check the digest the registry serves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .store import ArtifactStoreError, open_store, sha256_file
+
+
+class PromotionError(ArtifactStoreError):
+    """The tested artifact or image cannot be verified or copied: shown to the user as its one line."""
+
+
+def source_store_uri(artifact_uri: str, digest: str) -> str:
+    """The store an artifact URI lives in: the URI without its trailing /<digest>."""
+    head, _, last = artifact_uri.rstrip("/").rpartition("/")
+    if last != digest or not head:
+        raise PromotionError(f"artifact URI {artifact_uri!r} does not end in its digest {digest[:12]}")
+    return head
+
+
+def promote_artifact(props: dict[str, Any]) -> dict[str, Any]:
+    project_dir = Path(props["projectDir"])
+    digest = props["digest"]
+    region, endpoint = props.get("storeRegion"), props.get("storeEndpoint")
+    target = open_store(props["storeUri"], project_dir, region, endpoint)
+    copied = False
+    if target.manifest(digest) is None:
+        source_uri = source_store_uri(props["sourceArtifactUri"], digest)
+        source = open_store(source_uri, project_dir, region, endpoint)
+        scratch = Path(tempfile.mkdtemp(prefix="modelstack-promote-"))
+        try:
+            fetched = source.fetch(digest, scratch / digest)  # verifies every file against the manifest
+            _check_digest(fetched / "model.onnx", digest, source.uri(digest))
+            target.publish(digest, {p.name: p for p in sorted(fetched.iterdir())})
+            copied = True
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    model = target.read(digest, "model.onnx")  # verified against this store's manifest
+    if _sha256(model) != digest:
+        raise PromotionError(f"{target.uri(digest)}: model.onnx does not hash to {digest[:12]}; the artifact was "
+                             "altered, remove it and run `pulumi up` again")
+    report = json.loads(target.read(digest, "report.json"))
+    return {**props, "artifactUri": target.uri(digest), "copied": copied, "reportDigest": report.get("digest")}
+
+
+def _check_digest(path: Path, digest: str, where: str) -> None:
+    actual = sha256_file(path)
+    if actual != digest:
+        raise PromotionError(f"{where}: model.onnx hashes to {actual[:12]}, not the tested digest {digest[:12]}")
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def copy_image(props: dict[str, Any]) -> dict[str, Any]:
+    """SOURCE_REPO@DIGEST -> DEST_REPO:TAG, the same manifest bytes; outputs the pinned destination."""
+    source, digest = props["sourceRepository"], props["digest"]
+    dest = f"{props['repository']}:{props['tag']}"
+    imagetools = [*_buildx(), "imagetools"]
+    _run([*imagetools, "create", "--tag", dest, f"{source}@{digest}"], "copy")
+    descriptor = _run([*imagetools, "inspect", dest, "--format", "{{json .Manifest}}"], "inspect")
+    served = str(json.loads(descriptor).get("digest"))
+    if served != digest:
+        raise PromotionError(f"{dest}: the registry serves {served[:19]} after the copy, not the tested {digest[:19]}")
+    return {**props, "ref": f"{dest}@{digest}"}
+
+
+def _buildx() -> list[str]:
+    """A standalone `buildx` on PATH (as tools/ builds it), else Docker's buildx plugin."""
+    if shutil.which("buildx"):
+        return ["buildx"]
+    if shutil.which("docker"):
+        return ["docker", "buildx"]
+    raise PromotionError("image copy: neither `buildx` nor `docker` is on PATH; install Docker with buildx")
+
+
+def _run(args: list[str], what: str) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PromotionError(f"image {what} failed ({' '.join(args[-3:])}): {last}")
+    return proc.stdout
