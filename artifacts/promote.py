@@ -3,8 +3,8 @@
 - `promote_artifact`: make the tested artifact present in this stack's store, by digest: verified
   against the digest (sha256 of model.onnx) and its manifest, copied from the source stack's store only
   when the stores differ and this one lacks it (so a second run copies nothing).
-- `copy_image`: put the tested image into this stack's registry under the same digest
-  (`buildx imagetools create` copies a single manifest as it is), and check the digest the registry serves.
+- `copy_image`: put the tested image into this stack's registry under the same digest (skopeo, which
+  preserves digests), and check the digest the registry serves.
 """
 
 from __future__ import annotations
@@ -69,30 +69,35 @@ def _sha256(data: bytes) -> str:
 
 
 def copy_image(props: dict[str, Any]) -> dict[str, Any]:
-    """SOURCE_REPO@DIGEST -> DEST_REPO:TAG, the same manifest bytes; outputs the pinned destination."""
+    """SOURCE_REPO@DIGEST -> DEST_REPO:TAG, the same manifest bytes; outputs the pinned destination.
+
+    skopeo, because it keeps digests (`--preserve-digests`); `buildx imagetools create` wraps a single
+    manifest into a new list, a new digest (seen here). Credentials: skopeo reads Docker's config.json
+    (`docker login`) or containers' auth.json (`skopeo login`).
+    """
     source, digest = props["sourceRepository"], props["digest"]
     dest = f"{props['repository']}:{props['tag']}"
-    imagetools = [*_buildx(), "imagetools"]
-    _run([*imagetools, "create", "--tag", dest, f"{source}@{digest}"], "copy")
-    descriptor = _run([*imagetools, "inspect", dest, "--format", "{{json .Manifest}}"], "inspect")
-    served = str(json.loads(descriptor).get("digest"))
+    if shutil.which("skopeo") is None:
+        raise PromotionError("image copy: `skopeo` is not on PATH; install it (Debian/Ubuntu: apt-get install skopeo)")
+    _run(["skopeo", "copy", "--all", "--preserve-digests", *_tls("src", source), *_tls("dest", dest),
+          f"docker://{source}@{digest}", f"docker://{dest}"], "copy")
+    raw = _run(["skopeo", "inspect", "--raw", *_tls("", dest), f"docker://{dest}"], "inspect")
+    served = "sha256:" + _sha256(raw.encode())
     if served != digest:
         raise PromotionError(f"{dest}: the registry serves {served[:19]} after the copy, not the tested {digest[:19]}")
     return {**props, "ref": f"{dest}@{digest}"}
 
 
-def _buildx() -> list[str]:
-    """A standalone `buildx` on PATH (as tools/ builds it), else Docker's buildx plugin."""
-    if shutil.which("buildx"):
-        return ["buildx"]
-    if shutil.which("docker"):
-        return ["docker", "buildx"]
-    raise PromotionError("image copy: neither `buildx` nor `docker` is on PATH; install Docker with buildx")
+def _tls(side: str, reference: str) -> list[str]:
+    """Plain HTTP for loopback registries only, as Docker allows by default."""
+    host = reference.split("/", 1)[0].rsplit(":", 1)[0]
+    flag = f"--{side}-tls-verify=false" if side else "--tls-verify=false"
+    return [flag] if host in ("127.0.0.1", "localhost", "[::1]") else []
 
 
 def _run(args: list[str], what: str) -> str:
     proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PromotionError(f"image {what} failed ({' '.join(args[-3:])}): {last}")
+        raise PromotionError(f"image {what} failed ({args[-1]}): {last}")
     return proc.stdout

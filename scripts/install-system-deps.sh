@@ -7,6 +7,7 @@
 #   wrk          - the serving benchmark's load generator (bench/load_generator.py, tested in tests/bench/)
 #   docker-registry - the image registry on 127.0.0.1 of `make e2e` (local-cluster/)
 #   openssl      - the local cluster's certificates
+#   skopeo       - copies an image between registries by digest (artifacts/promote.py; `make e2e`)
 #   shellcheck   - lints scripts/ci/*.sh and the workflows' run: blocks (tests/ci/, through actionlint too)
 # Installs only what is missing; a machine that has them does nothing. `make test` runs it first.
 set -euo pipefail
@@ -23,6 +24,7 @@ has wrk || missing+=(wrk)
 has docker-registry || missing+=(docker-registry)
 has openssl || missing+=(openssl)
 has shellcheck || missing+=(shellcheck)
+has skopeo || missing+=(skopeo)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""

@@ -3,19 +3,28 @@ local directories and S3 (moto's real server), and through the engine's provider
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.request
 from pathlib import Path
 
 import boto3
 import grpc
 import pytest
+import yaml
 
-from artifacts.promote import PromotionError, promote_artifact, source_store_uri
+from artifacts.promote import PromotionError, copy_image, promote_artifact, source_store_uri
 from artifacts.store import LocalStore, S3Store
 from components.promotion import PromotedModelProvider
 from tests.artifacts.test_artifact_store import moto_endpoint  # noqa: F401  (a fixture)
-from tests.provider.test_optimized_model_provider import EngineProvider
+from tests.processes import stop
+from tests.provider.engine_provider import EngineProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +107,85 @@ def test_the_engines_provider_process_promotes_and_reports_a_bad_artifact_in_one
         engine.close()
     details = failed.value.details()
     assert "is not published" in details and "Traceback" not in details and "\n" not in details
+
+
+def oci_layout(root: Path) -> str:
+    """A one-layer OCI image layout on disk (what skopeo can push); returns its manifest digest."""
+
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("model/README")
+        payload = b"a tested model\n"
+        info.size = len(payload)
+        t.addfile(info, io.BytesIO(payload))
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(tar.getvalue()).hexdigest()
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux",
+                              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode())
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(layer)}],
+    }).encode()
+    desc = blob(manifest)
+    (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **desc,
+         "annotations": {"org.opencontainers.image.ref.name": "tested"}}]}))
+    return str(desc["digest"])
+
+
+@pytest.fixture
+def two_registries(tmp_path):
+    """Debian's docker-registry twice on 127.0.0.1, stopped by pid."""
+    procs, hosts = [], []
+    for name in ("dev", "prod"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = tmp_path / f"{name}-registry.yml"
+        config.write_text(yaml.safe_dump({"version": 0.1, "http": {"addr": f"127.0.0.1:{port}"},
+                                          "storage": {"filesystem": {"rootdirectory": str(tmp_path / name)}}}))
+        procs.append(subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        hosts.append(f"127.0.0.1:{port}")
+    try:
+        for host in hosts:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"docker-registry did not answer on {host}"
+                    time.sleep(0.2)
+        yield hosts
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def test_an_image_is_copied_to_another_registry_under_the_same_digest(two_registries, tmp_path):
+
+
+    dev, prod = two_registries
+    digest = oci_layout(tmp_path / "layout")
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:tested",
+                    f"docker://{dev}/modelstack/digits:abc123"], check=True, capture_output=True)
+    out = copy_image({"sourceRepository": f"{dev}/modelstack/digits", "digest": digest,
+                      "repository": f"{prod}/modelstack/digits", "tag": "abc123"})
+    assert out["ref"] == f"{prod}/modelstack/digits:abc123@{digest}"
+    again = copy_image({"sourceRepository": f"{dev}/modelstack/digits", "digest": digest,
+                        "repository": f"{prod}/modelstack/digits", "tag": "abc123"})
+    assert again["ref"] == out["ref"]  # idempotent
+    with pytest.raises(PromotionError, match="image copy failed"):
+        copy_image({"sourceRepository": f"{dev}/modelstack/digits", "digest": "sha256:" + "0" * 64,
+                    "repository": f"{prod}/modelstack/digits", "tag": "missing"})
