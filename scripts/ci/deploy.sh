@@ -11,11 +11,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-[[ $# -eq 1 ]] || die 2 "usage: scripts/ci/deploy.sh STACK"
-stack=$1
-require_stack_name "$stack"
-cd_root
-require_backend
+one_stack "scripts/ci/deploy.sh STACK" "$@"
 
 pulumi up --yes --stack "$stack" --non-interactive --policy-pack "$POLICY_PACK"
 

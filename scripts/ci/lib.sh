@@ -34,6 +34,17 @@ require_backend() {
   fi
 }
 
+# The preamble of a script taking one STACK: check it, set $stack, go to the project, need a backend.
+one_stack() {
+  local usage=$1
+  shift
+  [[ $# -eq 1 ]] || die 2 "usage: $usage"
+  require_stack_name "$1"
+  stack=$1
+  cd_root
+  require_backend
+}
+
 # A stack name as Pulumi takes it, optionally org/ or org/project/ qualified.
 require_stack_name() {
   [[ "$1" =~ ^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$ ]] || die 2 "invalid stack name '$1'"

@@ -13,11 +13,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-[[ $# -eq 1 ]] || die 2 "usage: scripts/ci/smoke.sh STACK"
-stack=$1
-require_stack_name "$stack"
-cd_root
-require_backend
+one_stack "scripts/ci/smoke.sh STACK" "$@"
 py=$(python_bin)
 
 outputs=$(pulumi stack output --json --stack "$stack" --non-interactive) \
