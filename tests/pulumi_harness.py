@@ -234,3 +234,17 @@ def run_mocked(
         root._finish()
         _sync_await(wait_for_rpcs())
     return run
+
+
+def make_stack_files_inputs() -> None:
+    """What the stack files point at: the example models and (local) the image's wheelhouse, made once
+    as `make examples` and scripts/wheelhouse.py do."""
+    import subprocess
+    import sys
+
+    from scripts import wheelhouse
+
+    for name in ("digits", "text"):
+        subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", f"examples/{name}/build"],
+                       cwd=ROOT, check=True)
+    wheelhouse.fill()

@@ -1,20 +1,12 @@
-"""The stack files point at the example models and (local) the image's wheelhouse: make them once,
-as `make examples` and scripts/wheelhouse.py do."""
+"""The stack files point at the example models and (local) the image's wheelhouse: make them once."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from scripts import wheelhouse
-from tests.pulumi_harness import ROOT
+from tests.pulumi_harness import make_stack_files_inputs
 
 
 @pytest.fixture(scope="session", autouse=True)
 def example_models() -> None:
-    for name in ("digits", "text"):
-        subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", f"examples/{name}/build"],
-                       cwd=ROOT, check=True)
-    wheelhouse.fill()
+    make_stack_files_inputs()
