@@ -23,10 +23,13 @@ from optimize.sources import Source, _first
 MAX_PROTO = 2**31 - 1  # protobuf's limit for one file
 
 
-def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, workdir: Path, fuse: bool = False) -> Any:
+def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, workdir: Path, fuse: bool = False,
+           output_batch_axis: int = 0) -> Any:
     """Export to ONNX and return the checked onnx.ModelProto (weights inlined).
 
-    fuse: run the transformer fusions (optimize.fusion) while the export still carries its shapes."""
+    fuse: run the transformer fusions (optimize.fusion) while the export still carries its shapes.
+    output_batch_axis: where the first output keeps the batch (1 for a time-major [T, batch, C]); the
+    TorchScript exporter is told, the dynamo exporter infers it."""
     import onnx
     import torch
 
@@ -39,7 +42,7 @@ def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, wor
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if source.format == "torchscript":
-            _export_torchscript(source, args, spec, raw)
+            _export_torchscript(source, args, spec, raw, output_batch_axis)
         else:
             _export_dynamo(source, args, spec, raw)
     model = onnx.load(str(raw), load_external_data=True)
@@ -94,13 +97,13 @@ def _export_dynamo(source: Source, args: tuple, spec: ExportSpec, path: Path) ->
         raise OptimizeError(f"torch.onnx dynamo export failed: {_first(exc)}") from None
 
 
-def _export_torchscript(source: Source, args: tuple, spec: ExportSpec, path: Path) -> None:
+def _export_torchscript(source: Source, args: tuple, spec: ExportSpec, path: Path, output_batch_axis: int) -> None:
     import torch
 
     names = source.input_names
     axes = {n: {0: "batch"} for n in names} if spec.dynamic_batch else None
     if axes is not None:
-        axes["output"] = {0: "batch"}
+        axes["output"] = {output_batch_axis: "batch"}
     try:
         torch.onnx.export(
             source.model,

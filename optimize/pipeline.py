@@ -78,6 +78,9 @@ def _build(
     example = _example_inputs(recipe, src, val or cal)
     baseline_run = _baseline_runner(src)
     probe = _probe(baseline_run, example, src)
+    from optimize.validate import batch_axis
+
+    out_batch_axis = batch_axis(baseline_run, example)
     if val is not None:
         from optimize.validate import check_labels
 
@@ -104,7 +107,8 @@ def _build(
         from optimize.export import export
 
         torch.manual_seed(0)
-        model_proto = export(working, example, recipe.export, work, fuse=recipe.graph.transformer_fusions)
+        model_proto = export(working, example, recipe.export, work, fuse=recipe.graph.transformer_fusions,
+                             output_batch_axis=out_batch_axis)
         onnx.save_model(model_proto, str(fp32))
     else:
         import onnx
@@ -134,12 +138,13 @@ def _build(
 
     opt_run = ort_runner(ort_session(final, threads), src.input_names)
     if val is not None:
-        accuracy = compare(predict(baseline_run, val), predict(opt_run, val), val.labels)
+        accuracy = compare(predict(baseline_run, val, out_batch_axis), predict(opt_run, val, out_batch_axis),
+                           val.labels)
         gate(accuracy, recipe.gate)
         gate_result = {"checked": True, "passed": True, **recipe.gate.model_dump()}
     else:
         ex = datasets.Dataset(example, None)
-        accuracy = compare(predict(baseline_run, ex), predict(opt_run, ex), None)
+        accuracy = compare(predict(baseline_run, ex, out_batch_axis), predict(opt_run, ex, out_batch_axis), None)
         gate_result = {"checked": False, "reason": "no validation data: accuracy gate not enforced"}
 
     say("benchmark")

@@ -88,7 +88,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"- digest: `{report['digest']}`",
         f"- size: {size['source'] / 1e6:.2f} MB -> {size['optimized'] / 1e6:.2f} MB (ratio {report['size_ratio']:.3f})",
         f"- top-1: {pct(acc.get('baseline'))} -> {pct(acc.get('optimized'))}; "
-        f"argmax agreement {pct(acc.get('agreement'))}",
+        f"{_agreement_label(acc)} {pct(acc.get('agreement'))}",
         f"- sparsity of prunable weights: {report['sparsity']:.3f}",
         "",
         "| batch | baseline p50 ms | baseline p99 ms | optimized p50 ms | optimized p99 ms | p50 ratio |",
@@ -143,8 +143,13 @@ def chart(report: dict[str, Any], path: Path) -> None:
     else:
         axes[2].bar(["agreement"], [acc["agreement"] * 100], color=colors[1])
         axes[2].set_ylim(0, 100)
-        axes[2].set_title("argmax agreement (%)")
+        axes[2].set_title(f"{_agreement_label(acc)} (%)")
     fig.suptitle(f"{report['name']} - {report['recipe']['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def _agreement_label(acc: dict[str, Any]) -> str:
+    """What the agreement counts: rows, or each step of a sequence output along its class axis."""
+    return "per-step argmax agreement" if acc.get("agreement_over") == "steps" else "argmax agreement"

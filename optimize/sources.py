@@ -132,15 +132,14 @@ def load(path: Path, factory: str | None = None) -> Source:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise OptimizeError(f"model file '{path}' cannot be loaded with weights_only=True: {_first(exc)}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
     if not isinstance(state, dict):
         raise OptimizeError(f"model file '{path}' holds a {type(state).__name__}, not a state_dict")
     module = load_factory(factory)()
     if not isinstance(module, torch.nn.Module):
         raise OptimizeError(f"factory '{factory}' returned {type(module).__name__}, not a torch.nn.Module")
+    weights = model_weights(state, set(module.state_dict()), f"state_dict '{path}'", f"factory '{factory}'")
     try:
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise OptimizeError(f"state_dict '{path}' does not fit factory '{factory}': {_first(exc)}") from None
     module.eval()
@@ -150,6 +149,52 @@ def load(path: Path, factory: str | None = None) -> Source:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     return Source(path, fmt, module, names)
+
+
+# Where training scripts keep the model's weights inside a checkpoint dict, most common first.
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net", "module", "weights")
+# Prefixes wrappers add to every key: DataParallel/DDP, torch.compile, Lightning's `self.model`.
+KEY_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
+
+
+def model_weights(checkpoint: dict[str, Any], expected: set[str], what: str, target: str) -> dict[str, Any]:
+    """The model's weights in a bare state_dict or a training checkpoint
+    (`{"model_state_dict": ..., "epoch": ...}`, Lightning's `{"state_dict": {"model.x": ...}}`), with
+    wrapper prefixes stripped when that is what makes the keys fit `expected`."""
+    candidates = [checkpoint] + [checkpoint[k] for k in CHECKPOINT_KEYS if isinstance(checkpoint.get(k), dict)]
+    tried = []
+    for candidate in candidates:
+        tensors = {k: v for k, v in candidate.items() if isinstance(k, str) and hasattr(v, "shape")}
+        if not tensors:
+            continue
+        fitted = _strip_prefixes(tensors, expected)
+        if fitted is not None:
+            return fitted
+        tried.append(tensors)
+    if not tried:
+        keys = ", ".join(sorted(map(str, checkpoint))[:8])
+        raise OptimizeError(f"{what} holds no tensors where weights are kept (top-level keys: {keys}); save "
+                            "model.state_dict() or a dict with it under 'model_state_dict' or 'state_dict'")
+    best = max(tried, key=lambda t: len(expected & set(t)))
+    missing, unexpected = sorted(expected - set(best)), sorted(set(best) - expected)
+    raise OptimizeError(f"{what} does not fit {target}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+                        f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); is it the right architecture?")
+
+
+def _strip_prefixes(tensors: dict[str, Any], expected: set[str]) -> dict[str, Any] | None:
+    """`tensors` keyed exactly as `expected`: as saved, or under one or two wrapper prefixes (keys outside
+    the prefix, such as a Lightning module's loss buffers, are left out)."""
+    frontier = [tensors]
+    for _ in range(3):
+        for current in frontier:
+            if set(current) == expected:
+                return current
+        frontier = [inner for current in frontier for prefix in KEY_PREFIXES if (inner := _under(current, prefix))]
+    return None
+
+
+def _under(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _load_onnx(path: Path) -> Source:

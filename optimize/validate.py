@@ -14,10 +14,27 @@ from optimize.recipe import GateSpec
 BATCH = 64
 
 
-def predict(run: Any, data: Dataset) -> np.ndarray:
-    """First output over the whole set, in batches (bounded memory)."""
+def predict(run: Any, data: Dataset, batch_axis: int = 0) -> np.ndarray:
+    """First output over the whole set, in batches (bounded memory), joined along the output's own batch
+    axis and returned batch-first (a time-major [T, batch, C] output comes back as [batch, T, C])."""
     parts = [run(*data.rows(i, i + BATCH).values()) for i in range(0, len(data), BATCH)]
-    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+    joined = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=batch_axis)
+    return np.moveaxis(joined, batch_axis, 0)
+
+
+def batch_axis(run: Any, example: dict[str, np.ndarray]) -> int:
+    """The axis of the first output that follows the batch: the one whose size goes from 1 to 2 when the
+    model sees one row and then two (exporters and layouts differ; the model's own answer does not)."""
+    one = np.asarray(run(*(v[:1] for v in example.values())))
+    two = np.asarray(run(*(v[:2] for v in example.values())))
+    if one.ndim != two.ndim:
+        raise OptimizeError(f"the model's output rank changes with the batch size ({one.shape} for 1 row, "
+                            f"{two.shape} for 2); it needs an output with a batch axis")
+    axes = [a for a in range(one.ndim) if (one.shape[a], two.shape[a]) == (1, 2)]
+    if len(axes) != 1:
+        raise OptimizeError(f"cannot tell the batch axis of the model's output: {one.shape} for 1 row, "
+                            f"{two.shape} for 2 rows; it needs exactly one axis that follows the batch")
+    return axes[0]
 
 
 def check_labels(logits: np.ndarray, data: Dataset) -> None:
@@ -41,12 +58,15 @@ def compare(baseline: np.ndarray, optimized: np.ndarray, labels: np.ndarray | No
         )
     flat_b = baseline.reshape(len(baseline), -1)
     flat_o = optimized.reshape(len(optimized), -1)
+    # Agreement along the class axis (the last): per row for [batch, C], per step for [batch, T, C].
+    steps_b, steps_o = baseline.argmax(-1), optimized.argmax(-1)
     arg_b, arg_o = flat_b.argmax(1), flat_o.argmax(1)
     diff = np.abs(flat_b - flat_o)
     scale = np.maximum(np.abs(flat_b), 1e-6)
     result: dict[str, Any] = {
         "samples": len(baseline),
-        "agreement": float((arg_b == arg_o).mean()),
+        "agreement": float((steps_b == steps_o).mean()),
+        "agreement_over": "rows" if baseline.ndim <= 2 else "steps",
         "max_abs_error": float(diff.max()),
         "mean_rel_error": float((diff / scale).mean()),
         "baseline": None,

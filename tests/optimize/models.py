@@ -119,3 +119,25 @@ def build_tiny_encoder() -> nn.Module:
 
     torch.manual_seed(0)
     return TextEncoder(Config(vocab=32, seq_len=16, hidden=64, heads=2, ffn=128, layers=2, classes=CLASSES))
+
+
+SEQ_FEATURES, SEQ_STEPS, SEQ_CLASSES = 8, 12, 6
+
+
+class TimeMajorTagger(nn.Module):
+    """A CRNN-style recogniser's head: 2-layer BiLSTM over [batch, T, F], output time-major [T, batch, C]
+    (the layout CTC losses want)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(SEQ_FEATURES, 16, num_layers=2, bidirectional=True)
+        self.head = nn.Linear(32, SEQ_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps, _ = self.rnn(x.transpose(0, 1))
+        return self.head(steps)
+
+
+def build_time_major_tagger() -> TimeMajorTagger:
+    torch.manual_seed(3)
+    return TimeMajorTagger().eval()

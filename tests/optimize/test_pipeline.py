@@ -170,3 +170,29 @@ def test_multi_input_model(tmp_path):
     )
     assert [i["name"] for i in report["inputs"]] == ["left", "right"]
     assert report["accuracy"]["agreement"] == 1.0 and report["accuracy"]["max_abs_error"] < 1e-4
+
+
+def test_a_time_major_sequence_model_from_a_training_checkpoint_builds(tmp_path):
+    """A BiLSTM whose output is [T, batch, C], saved as training scripts save it: validated per step
+    along the class axis, with the batch joined along the output's own batch axis."""
+    import torch
+
+    from tests.optimize import models
+
+    model = models.build_time_major_tagger()
+    checkpoint = tmp_path / "tagger.pt"
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 12, "best_val_loss": 0.31}, checkpoint)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((150, models.SEQ_STEPS, models.SEQ_FEATURES)).astype(np.float32)
+    np.savez(tmp_path / "validation.npz", x=x)  # more rows than one validation batch (64)
+    report = build(checkpoint, fast_recipe(), tmp_path / "out", tmp_path / "validation.npz",
+                   factory="tests.optimize.models:build_time_major_tagger")
+    accuracy = report["accuracy"]
+    assert accuracy["samples"] == 150 and accuracy["agreement_over"] == "steps"
+    assert accuracy["agreement"] >= 0.9
+    assert "per-step argmax agreement" in (tmp_path / "out" / "summary.md").read_text()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x[:3]})
+    assert out.shape == (models.SEQ_STEPS, 3, models.SEQ_CLASSES)  # the layout is kept, batch on axis 1

@@ -69,3 +69,52 @@ def test_missing_and_empty(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(OptimizeError, match="is empty"):
         sources.load(tmp_path / "empty.pt")
+
+
+def _checkpoints(model) -> dict[str, dict]:
+    """The ways training scripts save weights (weights_only-loadable), keyed by a short name."""
+    import torch
+
+    sd = model.state_dict()
+    opt = torch.optim.Adam(model.parameters())
+    return {
+        "training-loop": {"model_state_dict": sd, "optimizer_state_dict": opt.state_dict(), "epoch": 7, "loss": 0.12},
+        "lightning": {"state_dict": {**{f"model.{k}": v for k, v in sd.items()},
+                                     "loss_fn.pos_weight": torch.ones(3)},
+                      "epoch": 4, "global_step": 900, "pytorch-lightning_version": "2.5.0"},
+        "data-parallel": {f"module.{k}": v for k, v in sd.items()},
+        "ddp-compiled": {"state_dict": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
+    }
+
+
+@pytest.mark.parametrize("layout", ["training-loop", "lightning", "data-parallel", "ddp-compiled"])
+def test_training_checkpoints_load_the_models_weights(tmp_path, layout):
+    import torch
+
+    from tests.optimize import models
+
+    model = models.trained_mlp()
+    path = tmp_path / "checkpoint.pt"
+    torch.save(_checkpoints(model)[layout], path)
+    src = sources.load(path, "tests.optimize.models:build_mlp")
+    x = torch.randn(5, models.FEATURES)
+    with torch.no_grad():
+        assert torch.equal(src.model(x), model(x))
+
+
+def test_a_checkpoint_of_another_architecture_names_the_mismatch(tmp_path):
+    import torch
+
+    from tests.optimize import models
+
+    torch.save(_checkpoints(models.TinyCNN())["training-loop"], tmp_path / "cnn.pt")
+    with pytest.raises(OptimizeError, match=r"does not fit factory .*missing keys .*unexpected .*right architecture"):
+        sources.load(tmp_path / "cnn.pt", "tests.optimize.models:build_mlp")
+
+
+def test_a_checkpoint_without_weights_names_its_keys(tmp_path):
+    import torch
+
+    torch.save({"epoch": 3, "config": {"lr": 0.1}}, tmp_path / "meta.pt")
+    with pytest.raises(OptimizeError, match=r"holds no tensors .*top-level keys: config, epoch"):
+        sources.load(tmp_path / "meta.pt", "tests.optimize.models:build_mlp")

@@ -132,3 +132,27 @@ def test_fp16_is_valid_and_runs_on_ort_cpu(fp32_onnx, mlp, tmp_path):
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept fp32
     _close_to_fp32(out, fp32_onnx, mlp, rel=0.01)
+
+
+def test_the_batch_axis_is_the_one_that_follows_the_rows():
+    from optimize.validate import batch_axis
+
+    example = {"x": np.zeros((2, 12, 8), np.float32)}
+    assert batch_axis(lambda x: np.zeros((len(x), 5)), example) == 0
+    assert batch_axis(lambda x: np.zeros((12, len(x), 5)), example) == 1  # time-major
+    with pytest.raises(OptimizeError, match="cannot tell the batch axis"):
+        batch_axis(lambda x: np.zeros((5,)), example)  # reduces the batch away
+    with pytest.raises(OptimizeError, match="rank changes"):
+        batch_axis(lambda x: np.zeros((len(x),) * len(x)), example)
+
+
+def test_agreement_is_per_step_along_the_class_axis():
+    from optimize.validate import compare
+
+    base = np.zeros((4, 3, 5), np.float32)
+    base[..., 0] = 1.0
+    opt = base.copy()
+    opt[0, 0] = [0, 2, 0, 0, 0]  # one of 12 steps disagrees
+    result = compare(base, opt, None)
+    assert result["agreement"] == pytest.approx(11 / 12) and result["agreement_over"] == "steps"
+    assert compare(base[:, 0], opt[:, 0], None)["agreement_over"] == "rows"
