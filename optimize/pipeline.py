@@ -9,6 +9,7 @@ error (bad input, failed gate) nothing is published.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from optimize import report as reporting
 from optimize import sources
 from optimize.atomic import staged_dir
 from optimize.errors import OptimizeError
-from optimize.recipe import Recipe
+from optimize.recipe import Recipe, RecipeError
 from optimize.sources import _first
 
 Progress = Callable[[str], None]
@@ -51,8 +52,20 @@ def build(
         raise OptimizeError(f"output '{out}' exists and is not a directory")
     if recipe.needs_calibration and calibration is None:
         raise OptimizeError("quantize.mode static_int8 needs a calibration set (--calibration DATA)")
+    stage = ["load"]
+
+    def track(name: str) -> None:
+        stage[0] = name
+        if progress is not None:
+            progress(name)
+
     with staged_dir(out) as staging, tempfile.TemporaryDirectory(prefix="optimize-") as work:
-        return _build(model, recipe, staging, Path(work), validation, calibration, factory, progress, name)
+        try:
+            return _build(model, recipe, staging, Path(work), validation, calibration, factory, track, name)
+        except (OptimizeError, RecipeError):
+            raise
+        except Exception as exc:  # a library's failure: one line naming the stage, and --out stays absent
+            raise OptimizeError(f"{stage[0]} stage failed: {_library_error(exc)}") from None
 
 
 def _build(
@@ -225,6 +238,20 @@ def _baseline_runner(src: sources.Source) -> Any:
     if src.is_torch:
         return torch_runner(src.runner())
     return ort_runner(ort_session(src.path, 1), src.input_names)
+
+
+# ONNX Runtime's messages open with a status code and, for some, the C++ function that raised.
+ORT_STATUS = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+CPP_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ [^(]*\([^)]*\)\s*")
+
+
+def _library_error(exc: BaseException) -> str:
+    """One line for an unexpected failure: ORT's message without its status code and C++ location (it
+    names the node or op), anything else as `Type: first line`."""
+    line = _first(exc)
+    if ORT_STATUS.match(line):
+        return CPP_LOCATION.sub("", ORT_STATUS.sub("", line)).replace("failed:", "failed: ", 1)
+    return f"{type(exc).__name__}: {line}"
 
 
 def _probe(run: Any, example: dict[str, np.ndarray], src: sources.Source) -> np.ndarray:

@@ -81,3 +81,28 @@ def test_progress_display_can_be_forced_on(mlp, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for stage in ("load", "quantize", "graph", "validate", "benchmark", "report"):
         assert f"done {stage}" in proc.stderr
+
+
+def test_a_library_failure_is_one_line_naming_the_stage_and_the_op(tmp_path):
+    """ONNX Runtime cannot load a model with an op it does not know: that reaches the user as one line
+    naming the stage and the op (not ORT's status code, C++ location or a Python traceback), and
+    --out is not created."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Scramble", ["x"], ["y"], domain="com.acme", name="scramble_0")],
+                              "custom", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    model.ir_version = 10  # what this onnxruntime reads
+    onnx.checker.check_model(model)  # valid ONNX: only the runtime lacks the op
+    onnx.save(model, tmp_path / "custom.onnx")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(fast_recipe(export={"input_shapes": {"x": [4]}}).to_yaml())
+    proc = cli("--model", str(tmp_path / "custom.onnx"), "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    line = _one_line_error(proc)
+    assert line.startswith("error: load stage failed: ") and "com.acme:Scramble" in line, line
+    assert "[ONNXRuntimeError]" not in line and ".cc:" not in line and "Traceback" not in proc.stderr
+    assert leftovers(tmp_path, "out") == []
