@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -36,36 +37,27 @@ def promote_artifact(props: dict[str, Any]) -> dict[str, Any]:
     digest = props["digest"]
     region, endpoint = props.get("storeRegion"), props.get("storeEndpoint")
     target = open_store(props["storeUri"], project_dir, region, endpoint)
-    copied = False
-    if target.manifest(digest) is None:
+    copied = target.manifest(digest) is None
+    if copied:
         source_uri = source_store_uri(props["sourceArtifactUri"], digest)
         source = open_store(source_uri, project_dir, region, endpoint)
         scratch = Path(tempfile.mkdtemp(prefix="modelstack-promote-"))
         try:
             fetched = source.fetch(digest, scratch / digest)  # verifies every file against the manifest
-            _check_digest(fetched / "model.onnx", digest, source.uri(digest))
+            _check_digest(sha256_file(fetched / "model.onnx"), digest, source.uri(digest))
             target.publish(digest, {p.name: p for p in sorted(fetched.iterdir())})
-            copied = True
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    model = target.read(digest, "model.onnx")  # verified against this store's manifest
-    if _sha256(model) != digest:
-        raise PromotionError(f"{target.uri(digest)}: model.onnx does not hash to {digest[:12]}; the artifact was "
-                             "altered, remove it and run `pulumi up` again")
+    else:  # already here (an earlier run, or the same store): still the tested bytes?
+        _check_digest(hashlib.sha256(target.read(digest, "model.onnx")).hexdigest(), digest, target.uri(digest))
     report = json.loads(target.read(digest, "report.json"))
     return {**props, "artifactUri": target.uri(digest), "copied": copied, "reportDigest": report.get("digest")}
 
 
-def _check_digest(path: Path, digest: str, where: str) -> None:
-    actual = sha256_file(path)
+def _check_digest(actual: str, digest: str, where: str) -> None:
     if actual != digest:
-        raise PromotionError(f"{where}: model.onnx hashes to {actual[:12]}, not the tested digest {digest[:12]}")
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
+        raise PromotionError(f"{where}: model.onnx hashes to {actual[:12]}, not the tested digest {digest[:12]}; "
+                             "the artifact was altered")
 
 
 def copy_image(props: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +74,7 @@ def copy_image(props: dict[str, Any]) -> dict[str, Any]:
     _run(["skopeo", "copy", "--all", "--preserve-digests", *_tls("src", source), *_tls("dest", dest),
           f"docker://{source}@{digest}", f"docker://{dest}"], "copy")
     raw = _run(["skopeo", "inspect", "--raw", *_tls("", dest), f"docker://{dest}"], "inspect")
-    served = "sha256:" + _sha256(raw.encode())
+    served = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
     if served != digest:
         raise PromotionError(f"{dest}: the registry serves {served[:19]} after the copy, not the tested {digest[:19]}")
     return {**props, "ref": f"{dest}@{digest}"}

@@ -226,10 +226,6 @@ class PromoteSection(_Section):
                              "'organization/modelstack/dev' (`pulumi stack ls --all` lists them)")
         return value
 
-    @property
-    def stack_short_name(self) -> str:
-        return self.from_.rsplit("/", 1)[-1]
-
 
 class MonitoringSection(_Section):
     """Metrics, alerts and dashboards."""
@@ -556,13 +552,10 @@ def load_stack_config() -> StackConfig:
     secrets = {key: reader.require_secret(key) for key in SECRET_KEYS if f"{project}:{key}" in raw}
     release = None
     if cfg.promote is not None:
-        problems = []
         try:
             release = read_release(cfg.promote.from_)
         except ValueError as exc:
-            problems.append(f"{stack_file(stack)}: {project}:promote.from: {exc}")
-        if problems:
-            raise ConfigError(problems)
+            raise ConfigError([f"{stack_file(stack)}: {project}:promote.from: {exc}"]) from None
     return replace(cfg, secrets=secrets, release=release)
 
 

@@ -29,23 +29,22 @@ class SourceRelease:
     gate: dict[str, float]
     figures: dict[str, float | None]
 
+    def _pinned(self, part: str) -> str | None:
+        match = PINNED_IMAGE.match(self.image)  # parse_release checked it matches
+        assert match, self.image
+        return match[part]
+
     @property
     def image_digest(self) -> str:
-        match = PINNED_IMAGE.match(self.image)
-        assert match, self.image
-        return match["digest"]
+        return str(self._pinned("digest"))
 
     @property
     def image_repository(self) -> str:
-        match = PINNED_IMAGE.match(self.image)
-        assert match, self.image
-        return match["repository"]
+        return str(self._pinned("repository"))
 
     @property
     def image_tag(self) -> str | None:
-        match = PINNED_IMAGE.match(self.image)
-        assert match, self.image
-        return match["tag"]
+        return self._pinned("tag")
 
     @property
     def registry_host(self) -> str:

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from components.release import PINNED_IMAGE
 from e2e.conftest import TIMINGS
 from e2e.engine import REPO, Result, Stack, kube_json, kubectl, manifest_digest, registry_tags, run
 from scripts import wheelhouse
-from tests.processes import stop
+from tests.processes import free_port, start_docker_registry, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +35,6 @@ POLICY = ["--policy-pack", "policy/analyzer"]
 # stricter gate must refuse those figures.
 SOURCE_RECIPE = "prune50-int8"
 STRICT_RECIPE = {"name": "prod-gate", "gate": {"min_agreement": 0.9999, "max_accuracy_drop": 0.0001}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Delivery:
@@ -182,12 +173,11 @@ def test_3_the_promotion_deploys_the_tested_digest_and_builds_nothing(delivery: 
 def test_4_a_promotion_into_another_registry_copies_the_image_under_the_same_digest(delivery: Delivery) -> None:
     source = delivery.build.outputs()
     digest = source["image"].rsplit("@", 1)[1]
-    port = free_port()
-    registry = start_registry(delivery.work, port)
+    registry, host = start_docker_registry(delivery.work / "registry-b")
     copy = delivery.copy
     try:
         config = yaml.safe_load((REPO / f"Pulumi.{PROMOTE}.yaml").read_text())["config"]
-        config.update({"modelstack:registry": {"type": "external", "url": f"127.0.0.1:{port}"},
+        config.update({"modelstack:registry": {"type": "external", "url": host},
                        "modelstack:artifacts": {"store": str(delivery.store(COPY))},
                        "modelstack:recipe": "int8-dynamic"})
         write_stack_file(COPY, config)
@@ -196,29 +186,12 @@ def test_4_a_promotion_into_another_registry_copies_the_image_under_the_same_dig
         copy.pulumi("up", "--yes", *POLICY, timing="4 up e2e-copy (promotes into another registry)")
         out = copy.outputs()
         tag = PINNED_IMAGE.match(source["image"])["tag"]  # type: ignore[index]
-        assert out["image"] == f"127.0.0.1:{port}/{REPOSITORY}:{tag}@{digest}"
-        assert manifest_digest(f"127.0.0.1:{port}", REPOSITORY, digest) == digest  # the same manifest bytes
+        assert out["image"] == f"{host}/{REPOSITORY}:{tag}@{digest}"
+        assert manifest_digest(host, REPOSITORY, digest) == digest  # the same manifest bytes
         assert serving_image(delivery.env, COPY) == out["image"]
         copy.pulumi("destroy", "--yes", timing="4 destroy e2e-copy")
     finally:
         stop(registry)
-
-
-def start_registry(work: Path, port: int) -> subprocess.Popen:
-    config = work / "registry.yml"
-    config.write_text(yaml.safe_dump({"version": 0.1, "storage": {"filesystem": {"rootdirectory":
-                                      str(work / "registry-b")}}, "http": {"addr": f"127.0.0.1:{port}"}}))
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    stop(proc)
-    raise AssertionError(f"docker-registry did not answer on 127.0.0.1:{port}")
 
 
 def test_5_the_pull_request_preview_is_one_comment_updated_in_place(delivery: Delivery) -> None:

@@ -25,8 +25,9 @@ def predict(run: Any, data: Dataset, batch_axis: int = 0) -> np.ndarray:
 def batch_axis(run: Any, example: dict[str, np.ndarray]) -> int:
     """The axis of the first output that follows the batch: the one whose size goes from 1 to 2 when the
     model sees one row and then two (exporters and layouts differ; the model's own answer does not)."""
-    one = np.asarray(run(*(v[:1] for v in example.values())))
-    two = np.asarray(run(*(v[:2] for v in example.values())))
+    first = [v[:1] for v in example.values()]
+    one = np.asarray(run(*first))
+    two = np.asarray(run(*(np.concatenate([f, f]) for f in first)))  # any data, even of one row
     if one.ndim != two.ndim:
         raise OptimizeError(f"the model's output rank changes with the batch size ({one.shape} for 1 row, "
                             f"{two.shape} for 2); it needs an output with a batch axis")

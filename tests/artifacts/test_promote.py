@@ -7,23 +7,19 @@ import gzip
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import tarfile
-import time
-import urllib.request
 from pathlib import Path
 
 import boto3
 import grpc
 import pytest
-import yaml
 
 from artifacts.promote import PromotionError, copy_image, promote_artifact, source_store_uri
 from artifacts.store import LocalStore, S3Store
 from components.promotion import PromotedModelProvider
 from tests.artifacts.test_artifact_store import moto_endpoint  # noqa: F401  (a fixture)
-from tests.processes import stop
+from tests.processes import start_docker_registry, stop
 from tests.provider.engine_provider import EngineProvider
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,36 +142,15 @@ def oci_layout(root: Path) -> str:
 @pytest.fixture
 def two_registries(tmp_path):
     """Debian's docker-registry twice on 127.0.0.1, stopped by pid."""
-    procs, hosts = [], []
-    for name in ("dev", "prod"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        config = tmp_path / f"{name}-registry.yml"
-        config.write_text(yaml.safe_dump({"version": 0.1, "http": {"addr": f"127.0.0.1:{port}"},
-                                          "storage": {"filesystem": {"rootdirectory": str(tmp_path / name)}}}))
-        procs.append(subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        hosts.append(f"127.0.0.1:{port}")
+    started = [start_docker_registry(tmp_path / name) for name in ("dev", "prod")]
     try:
-        for host in hosts:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"docker-registry did not answer on {host}"
-                    time.sleep(0.2)
-        yield hosts
+        yield [host for _, host in started]
     finally:
-        for proc in procs:
+        for proc, _ in started:
             stop(proc)
 
 
 def test_an_image_is_copied_to_another_registry_under_the_same_digest(two_registries, tmp_path):
-
-
     dev, prod = two_registries
     digest = oci_layout(tmp_path / "layout")
     subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:tested",

@@ -11,7 +11,6 @@ the server answers 500, a real server-side error.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from components.alerts import AlertParams, rules_yaml, to_yaml
 from components.monitoring_config import prometheus_config
 from tests import processes
 from tests.monitoring.test_rules import with_file_sd
+from tests.processes import free_port
 from tests.serving.models import write_model_dir
 from tests.serving.server import ServerProcess
 
@@ -50,12 +50,6 @@ def even_width_model() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     return model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prometheus:
