@@ -39,6 +39,9 @@ def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, wor
     # The exporters print progress and deprecation warnings; the CLI has its own display.
     # (and logs optional-op registration notes such as 'torchvision is not installed').
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # The exporter's onnxscript optimizer warns "Evaluation failed" for each constant it cannot fold
+    # (it leaves the node as it is); the fold is an optimization, not an error.
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if source.format == "torchscript":
@@ -49,7 +52,7 @@ def export(source: Source, example: dict[str, np.ndarray], spec: ExportSpec, wor
     if fuse:
         from optimize.fusion import fuse_transformer
 
-        model = fuse_transformer(model)
+        model = fuse_transformer(model, [a.numpy() for a in args])
     _tidy(model)
     if model.ByteSize() > MAX_PROTO:
         raise OptimizeError("exported model is over 2 GB and cannot be stored as one self-contained model.onnx")

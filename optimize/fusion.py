@@ -24,8 +24,9 @@ from optimize.sources import _first
 FOLD_LIMIT = 1 << 28  # elements: fold every constant subgraph, including packed weights
 
 
-def fuse_transformer(model: Any) -> Any:
-    """The fused onnx.ModelProto (the report lists the contrib ops that came of it)."""
+def fuse_transformer(model: Any, example: list[Any] | None = None) -> Any:
+    """The fused onnx.ModelProto (the report lists the contrib ops that came of it). `example`: input rows,
+    in the graph's input order, on which a padding mask is recognised (_padding_mask_as_index)."""
     import onnx_ir as ir
     from onnx_ir.passes.common import LiftConstantsToInitializersPass
     from onnxscript.optimizer import fold_constants
@@ -49,7 +50,69 @@ def fuse_transformer(model: Any) -> Any:
         raise OptimizeError(f"transformer fusion failed: {_first(exc)}; set graph.transformer_fusions: false") from None
     _drop_uniform_qkv_sizes(graph)
     _unfuse_skip_layer_norm(graph)
-    return ir.to_proto(graph)
+    fused = ir.to_proto(graph)
+    if example is not None:
+        _padding_mask_as_index(fused, example)
+    return fused
+
+
+def _padding_mask_as_index(model: Any, example: list[Any]) -> None:
+    """Hand a padding mask to Attention as `mask_index`, not as the additive `attention_bias` it was fused with.
+
+    ORT's int8 QAttention has no attention_bias input: the quantizer drops it, and every padded row of a
+    Hugging Face encoder would then attend to its padding (a real MiniLM fell to cosine 0.72). Attention
+    takes the same mask as a 2-D `mask_index` [batch, seq] (0 = padding), which QAttention keeps. The
+    bias is replaced only where, on the example rows, it is exactly that mask: 0 where the mask is 1,
+    very negative where it is 0, for every query position (a causal mask differs along the queries and
+    is left alone)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    biased = [n for n in graph.node if n.op_type == "Attention" and n.domain == "com.microsoft"
+              and len(n.input) > 5 and n.input[5] and not n.input[3]]  # fmt: skip
+    masks = [i.name for i in graph.input if len(i.type.tensor_type.shape.dim) == 2
+             and i.type.tensor_type.elem_type in (TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL)]  # fmt: skip
+    if not biased or not masks:
+        return
+    biases = sorted({n.input[5] for n in biased})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(b) for b in biases)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: np.asarray(a) for i, a in zip(session.get_inputs(), example, strict=True)}
+    values = dict(zip(biases, session.run(biases, feed), strict=True))
+    for mask in masks:
+        if not np.isin(feed[mask], (0, 1)).all():  # token ids, not a mask (BERT's [PAD] id is 0 too)
+            continue
+        padding = np.asarray(feed[mask]) == 0
+        matching = {b for b, v in values.items() if _is_padding_bias(v, padding)}
+        if not matching:
+            continue
+        cast = helper.make_node("Cast", [mask], [f"{mask}_as_mask_index"], to=TensorProto.INT32,
+                                name=f"{mask}_as_mask_index")  # fmt: skip
+        graph.node.insert(0, cast)
+        for node in biased:
+            if node.input[5] in matching:
+                node.input[3] = cast.output[0]
+                node.input[5] = ""
+                while node.input and not node.input[-1]:
+                    node.input.pop()
+        return
+
+
+def _is_padding_bias(bias: Any, padding: Any) -> bool:
+    """Whether an additive attention bias [batch, heads|1, queries|1, keys] only masks the padded keys."""
+    import numpy as np
+
+    if bias.ndim != 4 or bias.shape[0] != padding.shape[0] or bias.shape[-1] != padding.shape[1]:
+        return False
+    masked = np.broadcast_to(padding[:, None, None, :], bias.shape)
+    return bool(np.all(bias[~masked] == 0) and np.all(bias[masked] <= -1e4))
 
 
 def has_onnx_attention(model: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,14 @@ from optimize.recipe import QuantizeSpec
 from optimize.sources import _first
 
 CALIBRATION_BATCH = 16
+SMALL_INITIALIZER = 1024  # elements: kept as values for shape inference
 
 
 def quantize(src: Path, dst: Path, spec: QuantizeSpec, calibration: Dataset | None = None) -> None:
+    if spec.reduce_range == "auto":  # callers other than the pipeline: decide for this machine
+        from optimize.hardware import plan_int8
+
+        spec = spec.model_copy(update={"reduce_range": plan_int8(spec).reduce_range})
     # ORT's quantizer logs and prints per-node chatter; keep the CLI's stderr readable.
     # (it also warns through the root logger, e.g. "consider pre-processing").
     root = logging.getLogger()
@@ -56,10 +62,10 @@ def _prepare(src: Path, dst: Path, spec: QuantizeSpec) -> tuple[Path, list[str]]
 
     The quantizer types every tensor with ONNX shape inference, which knows no com.microsoft op: after
     the transformer fusions, the outputs of Attention or BiasGelu would have no type and quantization
-    stops. ONNX Runtime's symbolic shape inference knows them, so a graph with contrib ops is annotated
-    with it first (next to ``dst``). And the quantizer matches op types without their domain: it would
-    turn ONNX's own Attention (opset 23) into its contrib QAttention, which takes other inputs, so only
-    the contrib Attention is quantized."""
+    stops. So a graph with contrib ops gets their output types written in first (next to ``dst``).
+    And the quantizer matches op types without their domain: it would turn ONNX's own Attention
+    (opset 23) into its contrib QAttention, which takes other inputs, so only the contrib Attention
+    is quantized."""
     import onnx
 
     from optimize.fusion import has_onnx_attention
@@ -70,11 +76,57 @@ def _prepare(src: Path, dst: Path, spec: QuantizeSpec) -> tuple[Path, list[str]]
         op_types = [op for op in op_types if op != "Attention"]
     if not any(node.domain == "com.microsoft" for node in model.graph.node):
         return src, op_types
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    annotated = dst.with_name(f"{dst.stem}.shapes.onnx")
-    onnx.save_model(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(annotated))
+    annotated = dst.with_name(f"{dst.stem}.typed.onnx")
+    onnx.save_model(_type_contrib_outputs(model), str(annotated))
     return annotated, op_types
+
+
+def _type_contrib_outputs(model: Any) -> Any:
+    """The model with an element type (no shape) recorded for every contrib op output: that of the op's
+    first input, which holds for the fused ops (Attention, BiasGelu, FastGelu, SkipLayerNormalization).
+
+    Type only, not ONNX Runtime's symbolic shape inference: that gives up on graphs it cannot follow
+    (it fails on the Expand that Hugging Face encoders build their attention mask with), while the
+    quantizer needs nothing but the types. Repeated because one fused op's output may feed the next."""
+    import onnx
+    from onnx import helper
+
+    contrib = [n for n in model.graph.node if n.domain == "com.microsoft"]
+    skeleton = _without_weights(model)
+    for _ in range(len(contrib)):
+        graph = onnx.shape_inference.infer_shapes(skeleton).graph
+        known = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
+        known.update({i.name: i.data_type for i in graph.initializer})
+        added = [
+            helper.make_tensor_value_info(out, known[node.input[0]], None)
+            for node in contrib
+            if known.get(node.input[0])
+            for out in node.output
+            if out and not known.get(out)
+        ]
+        if not added:
+            break
+        model.graph.value_info.extend(added)
+        skeleton.graph.value_info.extend(added)
+    return model
+
+
+def _without_weights(model: Any) -> Any:
+    """A copy for shape inference: large initializers become typed graph inputs (inference needs their
+    type and shape, not their bytes; serializing a 90 MB encoder for every pass was most of the stage).
+    Small ones stay: shapes for Reshape and friends are read from their values."""
+    import onnx
+    from onnx import helper
+
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    graph = skeleton.graph
+    large = [i for i in graph.initializer if math.prod(i.dims) > SMALL_INITIALIZER]
+    graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in large)
+    kept = [i for i in graph.initializer if math.prod(i.dims) <= SMALL_INITIALIZER]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return skeleton
 
 
 def _dynamic(src: Path, op_types: list[str], dst: Path, spec: QuantizeSpec) -> None:
@@ -87,7 +139,14 @@ def _dynamic(src: Path, op_types: list[str], dst: Path, spec: QuantizeSpec) -> N
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
         op_types_to_quantize=op_types,
+        nodes_to_exclude=_excluded(spec),
     )
+
+
+def _excluded(spec: QuantizeSpec) -> list[str]:
+    """The node names to keep in float, also as the quantizer renames them: dynamic int8 first rewrites a
+    Gemm as MatMul + Add and names the MatMul after it."""
+    return [*spec.exclude_nodes, *(f"{name}_MatMul" for name in spec.exclude_nodes)]
 
 
 class _Reader:
@@ -133,6 +192,7 @@ def _static(src: Path, op_types: list[str], dst: Path, spec: QuantizeSpec, data:
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
         op_types_to_quantize=op_types,
+        nodes_to_exclude=_excluded(spec),
         calibrate_method=methods[spec.calibration_method],
     )
 

@@ -66,3 +66,16 @@ def cnn(tmp_path_factory) -> dict[str, Path]:
 def leftovers(parent: Path, name: str) -> list[str]:
     """The output directory or any temporary sibling of it."""
     return sorted(p.name for p in parent.iterdir() if p.name == name or p.name.startswith(f".{name}."))
+
+
+def run_example(module: str, out: Path, *extra: str, timeout: int = 300) -> str:
+    """Build an example the way `make examples` does (its own process); returns its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, "-m", module, "--out", str(out), *extra],
+                          capture_output=True, text=True, cwd=root, env=env, timeout=timeout, check=True)  # fmt: skip
+    return proc.stdout

@@ -3,9 +3,6 @@ and keeps top-1 within a point after 50% pruning + int8."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +10,13 @@ import pytest
 
 from optimize.pipeline import build
 from optimize.recipe import PRESETS, BenchmarkSpec
+from tests.optimize.conftest import run_example
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(out: Path, *extra: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "examples.digits.train", "--out", str(out), *extra],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300, check=True)  # fmt: skip
-    return proc.stdout
+    return run_example("examples.digits.train", out, *extra)
 
 
 @pytest.fixture(scope="session")

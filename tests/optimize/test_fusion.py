@@ -134,3 +134,16 @@ def test_onnx_runtime_does_not_fuse_skip_layer_norm_back(encoder, tmp_path):
         ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
         assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 4, (path.name, ops)
         assert ops["QAttention"] == 2
+
+
+def test_only_a_pure_padding_bias_becomes_a_mask_index():
+    """QAttention keeps `mask_index` but has no `attention_bias`: a padding mask is moved, a causal one not."""
+    from optimize.fusion import _is_padding_bias
+
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    padding = mask == 0
+    bias = np.where(padding[:, None, None, :], np.finfo(np.float32).min, 0.0).astype(np.float32)
+    assert _is_padding_bias(np.broadcast_to(bias, (2, 1, 4, 4)), padding)
+    causal = np.triu(np.full((4, 4), -1e9, np.float32), k=1)[None, None] + bias
+    assert not _is_padding_bias(causal, padding)
+    assert not _is_padding_bias(np.zeros((2, 1, 4, 3), np.float32), padding)  # other key length
