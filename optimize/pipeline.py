@@ -13,6 +13,7 @@ import re
 import resource
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from optimize import report as reporting
 from optimize import sources
 from optimize.atomic import staged_dir
 from optimize.errors import OptimizeError
-from optimize.recipe import Recipe, RecipeError
+from optimize.recipe import ExportSpec, Recipe, RecipeError
 from optimize.sources import _first
 
 Progress = Callable[[str], None]
@@ -111,54 +112,31 @@ def _build(
         stats["latency"] = prune.compare_latency(src.runner(), working.runner(), one, threads)
         pruning = stats
 
-    say("export")
-    fp32 = work / "fp32.onnx"
-    if src.is_torch:
-        import onnx
-        import torch
+    ctx = _Context(src=src, working=working, example=example, baseline_run=baseline_run,
+                   out_batch_axis=out_batch_axis, export=recipe.export, val=val, cal=cal, work=work, threads=threads,
+                   say=say)  # fmt: skip
+    search_result = None
+    if recipe.search is not None:
+        from optimize import search
 
-        from optimize.export import export
-
-        torch.manual_seed(0)
-        model_proto = export(working, example, recipe.export, work, fuse=recipe.graph.transformer_fusions,
-                             output_batch_axis=out_batch_axis)
-        onnx.save_model(model_proto, str(fp32))
+        chosen, search_result = search.run(recipe, ctx)
     else:
-        import onnx
-
-        onnx.save_model(src.model, str(fp32))
-
-    current = fp32
-    if recipe.quantize.mode != "none":
-        say("quantize")
-        from optimize.quantize import quantize
-
-        current = work / "quantized.onnx"
-        quantize(fp32, current, recipe.quantize, cal)
-
-    say("graph")
-    from optimize.graph import optimize
-
-    optimized = work / "optimized.onnx"
-    optimize(current, optimized, recipe.graph.optimization_level)
-    final = dest / "model.onnx"
-    # Re-save through onnx: one self-contained file with a canonical serialization.
-    onnx.save_model(onnx.load(str(optimized), load_external_data=True), str(final))
-
-    say("validate")
-    from optimize.runtime import ort_runner, ort_session
-    from optimize.validate import compare, gate, predict
-
-    opt_run = ort_runner(ort_session(final, threads), src.input_names)
+        chosen = ctx.variant(recipe, work / "build")
     if val is not None:
-        accuracy = compare(predict(baseline_run, val, out_batch_axis), predict(opt_run, val, out_batch_axis),
-                           val.labels)
-        gate(accuracy, recipe.gate)
+        from optimize import fidelity
+
+        fidelity.enforce(chosen.fidelity, chosen.accuracy)
         gate_result = {"checked": True, "passed": True, **recipe.gate.model_dump()}
     else:
-        ex = datasets.Dataset(example, None)
-        accuracy = compare(predict(baseline_run, ex, out_batch_axis), predict(opt_run, ex, out_batch_axis), None)
         gate_result = {"checked": False, "reason": "no validation data: accuracy gate not enforced"}
+    recipe = chosen.recipe
+    final = dest / "model.onnx"
+    # Re-save through onnx: one self-contained file with a canonical serialization.
+    import onnx
+
+    onnx.save_model(onnx.load(str(chosen.path), load_external_data=True), str(final))
+    accuracy, fidelity_result, int8_plan = chosen.accuracy, chosen.fidelity, chosen.int8_plan
+    fp32 = ctx.fp32(recipe.graph.transformer_fusions)
 
     say("benchmark")
     from optimize.benchmark import run_engine
@@ -187,6 +165,9 @@ def _build(
         "size_bytes": {"source": source_size, "optimized": opt_size},
         "size_ratio": round(opt_size / source_size, 4),
         "accuracy": accuracy,
+        "fidelity": fidelity_result,
+        "int8": int8_plan.to_dict() if int8_plan else None,
+        "search": search_result,
         "gate": gate_result,
         "latency_ms": latency,
         "latency_ratio_p50": {
@@ -206,6 +187,106 @@ def _build(
     (dest / "summary.md").write_text(reporting.summary_markdown(report))
     reporting.chart(report, dest / "chart.png")
     return report
+
+
+@dataclass
+class Variant:
+    """One recipe's model, built and measured against the source (not yet gated)."""
+
+    recipe: Recipe
+    path: Path
+    accuracy: dict[str, Any]
+    fidelity: dict[str, Any]
+    int8_plan: Any  # optimize.hardware.Int8Plan | None
+    quantized_path: Path | None  # before graph optimization (node names as the quantizer left them)
+
+
+@dataclass
+class _Context:
+    """What every recipe variant of one build shares: the loaded source, its data and its outputs, and the
+    fp32 export (one per transformer_fusions setting: the only export input a variant may change)."""
+
+    src: sources.Source
+    working: sources.Source  # the pruned copy, or src
+    example: dict[str, np.ndarray]
+    baseline_run: Any
+    out_batch_axis: int
+    export: ExportSpec
+    val: datasets.Dataset | None
+    cal: datasets.Dataset | None
+    work: Path
+    threads: int
+    say: Callable[[str], None]
+    exports: dict[bool, Path] = field(default_factory=dict)
+    source_out: np.ndarray | None = None
+
+    @property
+    def checked(self) -> datasets.Dataset:
+        return self.val or datasets.Dataset(self.example, None)
+
+    def fp32(self, fuse: bool) -> Path:
+        if fuse not in self.exports:
+            self.say("export")
+            path = self.work / f"fp32{'-fused' if fuse else ''}.onnx"
+            import onnx
+
+            if self.src.is_torch:
+                import torch
+
+                from optimize.export import export
+
+                torch.manual_seed(0)
+                model_proto = export(self.working, self.example, self.export, self.work / path.stem, fuse=fuse,
+                                     output_batch_axis=self.out_batch_axis)  # fmt: skip
+                onnx.save_model(model_proto, str(path))
+            else:
+                onnx.save_model(self.src.model, str(path))
+            self.exports[fuse] = path
+        return self.exports[fuse]
+
+    def variant(self, recipe: Recipe, where: Path) -> Variant:
+        """quantize -> graph-optimize -> validate one recipe into `where`."""
+        from optimize import fidelity
+        from optimize.graph import optimize
+        from optimize.runtime import ort_runner, ort_session
+        from optimize.validate import predict
+
+        fp32 = self.fp32(recipe.graph.transformer_fusions)
+        where.mkdir(parents=True, exist_ok=True)
+        current, int8_plan = fp32, None
+        if recipe.quantize.mode != "none":
+            self.say("quantize")
+            from optimize.quantize import quantize
+
+            spec = recipe.quantize
+            if spec.mode in ("dynamic_int8", "static_int8"):
+                from optimize.hardware import plan_int8
+
+                int8_plan = plan_int8(spec)  # the target CPU decides reduce_range; the report says why
+                spec = spec.model_copy(update={"reduce_range": int8_plan.reduce_range})
+            current = where / "quantized.onnx"
+            quantize(fp32, current, spec, self.cal)
+        self.say("graph")
+        optimized = where / "optimized.onnx"
+        optimize(current, optimized, recipe.graph.optimization_level)
+        self.say("validate")
+        if self.source_out is None:
+            self.source_out = predict(self.baseline_run, self.checked, self.out_batch_axis)
+        opt_run = ort_runner(ort_session(optimized, self.threads), self.src.input_names)
+        accuracy = fidelity.measure(self.source_out, predict(opt_run, self.checked, self.out_batch_axis),
+                                    self.checked.labels)  # fmt: skip
+        result = fidelity.assess(accuracy, self.source_out, self.checked.labels, recipe.gate)
+        return Variant(recipe, optimized, accuracy, result, int8_plan, current if current != fp32 else None)
+
+    def latency(self, path: Path, iterations: int) -> float:
+        """Batch-1 p50 (ms) of an ONNX model, in its own process as the benchmark stage measures."""
+        from optimize.benchmark import run_engine
+
+        inputs = self.work / "search_inputs.npz"
+        if not inputs.exists():
+            one = self.checked.take(1)
+            np.savez(inputs, *[one[n] for n in self.src.input_names])
+        return float(run_engine("onnx", path, inputs, self.threads, (1,), 5, iterations)["b1"]["p50"])
 
 
 def _example_inputs(recipe: Recipe, src: sources.Source, data: datasets.Dataset | None) -> dict[str, np.ndarray]:

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 QuantizeMode = Literal["none", "dynamic_int8", "static_int8", "fp16"]
 GraphLevel = Literal["disabled", "basic", "extended", "all"]
+# The CPU an int8 model is built for (optimize.hardware): "auto" detects the build machine's.
+CpuTarget = Literal["auto", "avx2", "avx512", "avx512-vnni", "avx-vnni", "amx", "arm64"]
+# What the model's output is, which decides how fidelity to the source is measured (optimize.fidelity).
+Task = Literal["auto", "classification", "sequence", "embedding", "regression"]
 
 
 class RecipeError(ValueError):
@@ -74,18 +78,39 @@ class QuantizeSpec(_Frozen):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=1, le=100_000)
     op_types: tuple[str, ...] = Field(
-        ("Conv", "MatMul", "Gemm", "Attention"),
+        ("Conv", "MatMul", "Gemm", "Attention", "Gather", "LSTM"),
         min_length=1,
-        description="ONNX op types to quantize: the weight-bearing ones, where int8 pays off.",
+        description="ONNX op types to quantize: the weight-bearing ones, where int8 pays off. Gather is an "
+        "embedding table (only a Gather of weights is quantized), LSTM runs as DynamicQuantizeLSTM.",
     )
-    reduce_range: bool = Field(False, description="7-bit weights; can help accuracy on CPUs without VNNI.")
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description="7-bit weights. 'auto': on when the target CPU lacks VNNI, where ONNX Runtime's u8s8 "
+        "int8 GEMMs can saturate; off with VNNI (it costs accuracy there for nothing).",
+    )
+    exclude_nodes: tuple[str, ...] = Field((), description="ONNX node names kept in float (the sensitive ones).")
+    target_cpu: CpuTarget = Field(
+        "auto", description="The CPU the model will serve on; 'auto' detects the build machine's features."
+    )
 
 
 class GateSpec(_Frozen):
-    """The accuracy gate: a build that misses it fails and publishes nothing."""
+    """The accuracy gate: a build that misses it fails and publishes nothing.
 
+    Which thresholds apply depends on the task (optimize.fidelity): classification and sequence use
+    the argmax agreement (and the top-1 drop when labels are given), embedding the cosine similarity,
+    regression the relative error. "auto" infers the task from the data and the output."""
+
+    task: Task = "auto"
     max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Top-1 drop allowed, as a fraction.")
     min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="Argmax agreement with the source model.")
+    min_cosine: float = Field(0.99, ge=-1.0, le=1.0, description="Embedding: mean cosine similarity to the source.")
+    min_cosine_worst: float = Field(
+        0.95, ge=-1.0, le=1.0, description="Embedding: the lowest cosine similarity of any one row."
+    )
+    max_relative_error: float = Field(
+        0.05, ge=0.0, description="Regression: ||optimized - source|| / ||source|| over the validation set."
+    )
 
 
 class BenchmarkSpec(_Frozen):
@@ -95,6 +120,17 @@ class BenchmarkSpec(_Frozen):
     batch_sizes: tuple[int, ...] = Field((1, 8), min_length=1)
     warmup: int = Field(10, ge=0)
     iterations: int = Field(100, ge=1)
+
+
+class SearchSpec(_Frozen):
+    """The `auto` search (optimize.search): variants of this recipe, each built and gated; the fastest that
+    passes wins. Bounded: a fixed list in a fixed order, cut off by the time budget."""
+
+    time_budget_s: float = Field(900.0, gt=0, description="No new candidate starts after this many seconds.")
+    iterations: int = Field(50, ge=5, le=10_000, description="Batch-1 latency iterations per candidate.")
+    exclude_nodes: int = Field(
+        3, ge=0, le=50, description="When no int8 candidate passes: keep this many most sensitive nodes in fp32."
+    )
 
 
 class Recipe(_Frozen):
@@ -107,6 +143,7 @@ class Recipe(_Frozen):
     quantize: QuantizeSpec = QuantizeSpec()
     gate: GateSpec = GateSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
+    search: SearchSpec | None = Field(None, description="Search variants of this recipe (the `auto` preset).")
 
     @property
     def needs_calibration(self) -> bool:
@@ -150,6 +187,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 PRESETS: dict[str, Recipe] = {
+    "auto": Recipe(name="auto", search=SearchSpec()),
     "int8-dynamic": Recipe(name="int8-dynamic", quantize=QuantizeSpec(mode="dynamic_int8")),
     "int8-static": Recipe(name="int8-static", quantize=QuantizeSpec(mode="static_int8")),
     "fp16": Recipe(name="fp16", quantize=QuantizeSpec(mode="fp16")),

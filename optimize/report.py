@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import optimize
+from optimize import fidelity
 
 
 def sha256(path: Path) -> str:
@@ -75,20 +76,16 @@ def versions() -> dict[str, str]:
 
 
 def summary_markdown(report: dict[str, Any]) -> str:
-    acc = report["accuracy"]
     lat = report["latency_ms"]
     size = report["size_bytes"]
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{v * 100:.2f}%"
 
     lines = [
         f"# {report['name']}: {report['recipe']['name']}",
         "",
         f"- digest: `{report['digest']}`",
         f"- size: {size['source'] / 1e6:.2f} MB -> {size['optimized'] / 1e6:.2f} MB (ratio {report['size_ratio']:.3f})",
-        f"- top-1: {pct(acc.get('baseline'))} -> {pct(acc.get('optimized'))}; "
-        f"{_agreement_label(acc)} {pct(acc.get('agreement'))}",
+        *_fidelity_lines(report),
+        *_int8_lines(report),
         f"- sparsity of prunable weights: {report['sparsity']:.3f}",
         "",
         "| batch | baseline p50 ms | baseline p99 ms | optimized p50 ms | optimized p99 ms | p50 ratio |",
@@ -102,6 +99,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         )
     if report.get("pruning"):
         lines += ["", f"Pruning: {report['pruning']['latency']['note']}."]
+    lines += _search_lines(report.get("search"))
     lines += [
         "",
         f"Baseline: {report['baseline_engine']}; optimized: ONNX Runtime CPU; "
@@ -140,16 +138,57 @@ def chart(report: dict[str, Any], path: Path) -> None:
         axes[2].bar(["baseline", "optimized"], [acc["baseline"] * 100, acc["optimized"] * 100], color=colors)
         axes[2].set_ylim(max(0.0, min(acc["baseline"], acc["optimized"]) * 100 - 5), 100)
         axes[2].set_title("top-1 accuracy (%)")
-    else:
-        axes[2].bar(["agreement"], [acc["agreement"] * 100], color=colors[1])
-        axes[2].set_ylim(0, 100)
-        axes[2].set_title(f"{_agreement_label(acc)} (%)")
+    else:  # the task's first gate check, against its threshold
+        check = report["fidelity"]["checks"][0]
+        axes[2].bar([check["metric"]], [check["value"]], color=colors[1])
+        axes[2].axhline(check["threshold"], color="#c0392b", linestyle="--", label=f"gate {check['threshold']:g}")
+        axes[2].set_ylim(0, max(1.0, check["value"], check["threshold"]) * 1.05)
+        axes[2].set_title(f"{fidelity.label(check['metric'], acc)} ({report['fidelity']['task']})", fontsize=9)
+        axes[2].legend(fontsize=8)
     fig.suptitle(f"{report['name']} - {report['recipe']['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
-def _agreement_label(acc: dict[str, Any]) -> str:
-    """What the agreement counts: rows, or each step of a sequence output along its class axis."""
-    return "per-step argmax agreement" if acc.get("agreement_over") == "steps" else "argmax agreement"
+def _fidelity_lines(report: dict[str, Any]) -> list[str]:
+    """The task (and why), each gate check, the top-1 figures when labels were given."""
+    acc, fid = report["accuracy"], report["fidelity"]
+    lines = [f"- fidelity: {fid['task']} ({fid['task_reason']})"]
+    for check in fid["checks"]:
+        bound = ">=" if check["kind"] == "min" else "<="
+        lines.append(f"  - {fidelity.label(check['metric'], acc)}: {check['value']:.4f} "
+                     f"(gate {bound} {check['threshold']:g}: {'pass' if check['passed'] else 'FAIL'})")  # fmt: skip
+    if acc.get("baseline") is not None:
+        lines.append(f"- top-1: {acc['baseline'] * 100:.2f}% -> {acc['optimized'] * 100:.2f}%")
+    if fid.get("note"):
+        lines.append(f"  - {fid['note']}")
+    return lines
+
+
+def _int8_lines(report: dict[str, Any]) -> list[str]:
+    plan = report.get("int8")
+    if not plan:
+        return []
+    where = "detected on the build machine" if plan["detected"] else "stated in the recipe"
+    return [f"- int8 for {plan['target_cpu']} ({where}): reduce_range {str(plan['reduce_range']).lower()}; "
+            f"{plan['why']}"]  # fmt: skip
+
+
+def _search_lines(search: dict[str, Any] | None) -> list[str]:
+    """The `auto` search: every candidate with its figures, and which won."""
+    if not search:
+        return []
+    lines = ["", f"Search ({search['seconds']:.0f} s of a {search['time_budget_s']:g} s budget): the fastest candidate "
+             "that passes the gate wins.", "", "| candidate | gate | figures | b1 p50 ms | size MB | seconds |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for c in search["candidates"]:
+        if "skipped" in c:
+            lines.append(f"| {c['name']} | skipped: {c['skipped']} | | | | |")
+            continue
+        verdict = ("**chosen**" if c.get("chosen") else "pass") if c["passed"] else "fail: " + ", ".join(c["failed"])
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in c["figures"].items())
+        p50 = "-" if c["p50_b1_ms"] is None else f"{c['p50_b1_ms']:.3f}"
+        size = c["size_bytes"] / 1e6
+        lines.append(f"| {c['name']} | {verdict} | {figures} | {p50} | {size:.2f} | {c['seconds']:.1f} |")
+    return lines

@@ -1,5 +1,5 @@
-"""Validation of the optimized model against the original on a held-out set,
-and the accuracy gate."""
+"""Running the source and the optimized model over a held-out set, batch-first
+(optimize.fidelity compares them and gates)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from optimize.data import Dataset
-from optimize.errors import GateFailed, OptimizeError
-from optimize.recipe import GateSpec
+from optimize.errors import OptimizeError
 
 BATCH = 64
 
@@ -50,47 +49,3 @@ def check_labels(logits: np.ndarray, data: Dataset) -> None:
         )
     if int(data.labels.min()) < 0:
         raise OptimizeError(f"validation labels in '{data.path}' must be >= 0")
-
-
-def compare(baseline: np.ndarray, optimized: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
-    if baseline.shape != optimized.shape:
-        raise OptimizeError(
-            f"optimized model output shape {optimized.shape} differs from the source's {baseline.shape}"
-        )
-    flat_b = baseline.reshape(len(baseline), -1)
-    flat_o = optimized.reshape(len(optimized), -1)
-    # Agreement along the class axis (the last): per row for [batch, C], per step for [batch, T, C].
-    steps_b, steps_o = baseline.argmax(-1), optimized.argmax(-1)
-    arg_b, arg_o = flat_b.argmax(1), flat_o.argmax(1)
-    diff = np.abs(flat_b - flat_o)
-    scale = np.maximum(np.abs(flat_b), 1e-6)
-    result: dict[str, Any] = {
-        "samples": len(baseline),
-        "agreement": float((steps_b == steps_o).mean()),
-        "agreement_over": "rows" if baseline.ndim <= 2 else "steps",
-        "max_abs_error": float(diff.max()),
-        "mean_rel_error": float((diff / scale).mean()),
-        "baseline": None,
-        "optimized": None,
-        "delta": None,
-    }
-    if labels is not None:
-        base_acc = float((arg_b == labels).mean())
-        opt_acc = float((arg_o == labels).mean())
-        result.update(baseline=base_acc, optimized=opt_acc, delta=opt_acc - base_acc)
-    return result
-
-
-def gate(acc: dict[str, Any], spec: GateSpec) -> None:
-    """Raise GateFailed naming every missed threshold."""
-    problems = []
-    if acc["delta"] is not None and -acc["delta"] > spec.max_accuracy_drop + 1e-12:
-        problems.append(
-            f"top-1 accuracy dropped {-acc['delta'] * 100:.2f} points "
-            f"({acc['baseline']:.4f} -> {acc['optimized']:.4f}), "
-            f"gate.max_accuracy_drop allows {spec.max_accuracy_drop * 100:.2f}"
-        )
-    if acc["agreement"] < spec.min_agreement:
-        problems.append(f"argmax agreement {acc['agreement']:.4f} is below gate.min_agreement {spec.min_agreement:.4f}")
-    if problems:
-        raise GateFailed("accuracy gate failed: " + "; ".join(problems) + "; nothing was published")

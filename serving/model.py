@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
+from serving.cpu import build_mismatch, describe, detect_isa
 from serving.errors import ModelError
-from serving.resources import available_cpus
+from serving.resources import available_cpus, cgroup_cpu_limit
 from serving.settings import Settings
 
 log = logging.getLogger("serving")
@@ -104,6 +106,28 @@ def choose_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def threads_from(settings: Settings, threads: int) -> str:
+    """Where the intra-op thread count came from, for the start-up log."""
+    if settings.intra_op_threads:
+        return "the intra_op_threads setting"
+    limit = cgroup_cpu_limit()
+    if limit is not None and max(1, math.ceil(limit)) == threads:
+        return "the container CPU limit"
+    return "the CPUs this process may use"
+
+
+def log_runtime(settings: Settings, report: dict[str, Any], threads: int) -> None:
+    """Once at start-up: the ISA and threads int8 latency depends on, and a model built for another CPU."""
+    isa = detect_isa()
+    log.info(
+        "onnxruntime %s on %s, intra-op threads %d (from %s), inter-op %d",
+        ort.__version__, describe(isa), threads, threads_from(settings, threads), settings.inter_op_threads,
+    )  # fmt: skip
+    mismatch = build_mismatch(report.get("int8"), isa)
+    if mismatch:
+        log.warning("%s", mismatch)
+
+
 class Model:
     """A verified, loaded ONNX model and its signature."""
 
@@ -135,6 +159,7 @@ class Model:
             except Exception as e2:
                 raise ModelError(f"onnxruntime cannot load {path}: {e2}") from e2
         self.providers: list[str] = self.session.get_providers()
+        log_runtime(settings, report, self.intra_op_threads)
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self.input_by_name = {s.name: s for s in self.inputs}

@@ -144,15 +144,3 @@ def test_the_batch_axis_is_the_one_that_follows_the_rows():
         batch_axis(lambda x: np.zeros((5,)), example)  # reduces the batch away
     with pytest.raises(OptimizeError, match="rank changes"):
         batch_axis(lambda x: np.zeros((len(x),) * len(x)), example)
-
-
-def test_agreement_is_per_step_along_the_class_axis():
-    from optimize.validate import compare
-
-    base = np.zeros((4, 3, 5), np.float32)
-    base[..., 0] = 1.0
-    opt = base.copy()
-    opt[0, 0] = [0, 2, 0, 0, 0]  # one of 12 steps disagrees
-    result = compare(base, opt, None)
-    assert result["agreement"] == pytest.approx(11 / 12) and result["agreement_over"] == "steps"
-    assert compare(base[:, 0], opt[:, 0], None)["agreement_over"] == "rows"

@@ -1,0 +1,179 @@
+"""How close the optimized model stays to its source, measured the way the task needs.
+
+Every build measures all of the figures (they are cheap) and gates on the ones that fit the task:
+
+- classification: argmax agreement per row, and the top-1 drop when labels are given, with its
+  paired standard error (a drop smaller than the set can resolve is said to be so);
+- sequence ([batch, T, C]): argmax agreement per step along the class axis;
+- embedding: cosine similarity to the source, mean and worst row;
+- regression: relative error ||optimized - source|| / ||source|| over the set.
+
+The task is the gate's `task`, or inferred when it says "auto" (the rule, first match wins):
+labels given -> classification; an output of rank 3 or more -> sequence; a single value per row ->
+regression; every source row of unit L2 norm (a normalised embedding) -> embedding; otherwise
+classification. An embedding that is not normalised has to be named: `gate.task: embedding`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from optimize.errors import GateFailed, OptimizeError
+from optimize.recipe import GateSpec
+
+UNIT_NORM_TOLERANCE = 1e-3
+Z_95 = 1.96
+
+
+def infer_task(baseline: np.ndarray, labels: np.ndarray | None, stated: str) -> tuple[str, str]:
+    """(task, why) for a batch-first source output."""
+    if stated != "auto":
+        return stated, "stated in the recipe (gate.task)"
+    if labels is not None:
+        return "classification", "inferred: the validation data has labels"
+    if baseline.ndim >= 3:
+        return "sequence", f"inferred: the output has rank {baseline.ndim} ([batch, steps, classes])"
+    if baseline.ndim == 1 or baseline.shape[-1] == 1:
+        return "regression", "inferred: one value per row"
+    norms = np.linalg.norm(baseline.reshape(len(baseline), -1), axis=1)
+    if np.all(np.abs(norms - 1.0) < UNIT_NORM_TOLERANCE):
+        return "embedding", "inferred: every output row has unit L2 norm"
+    return "classification", "inferred: one score per class (the default)"
+
+
+def measure(baseline: np.ndarray, optimized: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Every figure, for batch-first outputs of the same shape."""
+    if baseline.shape != optimized.shape:
+        raise OptimizeError(
+            f"optimized model output shape {optimized.shape} differs from the source's {baseline.shape}"
+        )
+    flat_b = baseline.reshape(len(baseline), -1).astype(np.float64)
+    flat_o = optimized.reshape(len(optimized), -1).astype(np.float64)
+    # Agreement along the class axis (the last): per row for [batch, C], per step for [batch, T, C].
+    diff = np.abs(flat_b - flat_o)
+    cosine = _cosine(flat_b, flat_o)
+    result: dict[str, Any] = {
+        "samples": len(baseline),
+        "agreement": float((baseline.argmax(-1) == optimized.argmax(-1)).mean()),
+        "agreement_over": "rows" if baseline.ndim <= 2 else "steps",
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "relative_error": float(np.linalg.norm(flat_b - flat_o)) / max(float(np.linalg.norm(flat_b)), 1e-12),
+        "max_abs_error": float(diff.max()),
+        "mean_rel_error": float((diff / np.maximum(np.abs(flat_b), 1e-6)).mean()),
+        "baseline": None,
+        "optimized": None,
+        "delta": None,
+        "delta_stderr": None,
+    }
+    if labels is not None:
+        right_b, right_o = flat_b.argmax(1) == labels, flat_o.argmax(1) == labels
+        result.update(
+            baseline=float(right_b.mean()),
+            optimized=float(right_o.mean()),
+            delta=float(right_o.mean() - right_b.mean()),
+            delta_stderr=_paired_stderr(right_b, right_o),
+        )
+    return result
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(1)
+    # Two zero rows are the same row; one zero row against a non-zero one shares no direction.
+    both_zero = norms == 0
+    return np.where(both_zero, np.all(a == b, axis=1).astype(np.float64), dots / np.where(both_zero, 1, norms))
+
+
+def _paired_stderr(right_b: np.ndarray, right_o: np.ndarray) -> float:
+    """Standard error of the top-1 difference between two models scored on the same rows (the
+    discordant pairs carry it, as in McNemar's test): the size of drop this set can resolve."""
+    n = len(right_b)
+    d = right_o.astype(np.float64) - right_b.astype(np.float64)
+    return float(math.sqrt(max(float((d**2).mean() - d.mean() ** 2), 0.0) / n)) if n > 1 else 0.0
+
+
+def checks(acc: dict[str, Any], task: str, spec: GateSpec) -> list[dict[str, Any]]:
+    """The gate's checks for the task: [{metric, value, threshold, kind (min|max), passed}]."""
+    wanted: list[tuple[str, float, str]] = []
+    if task in ("classification", "sequence"):
+        wanted.append(("agreement", spec.min_agreement, "min"))
+        if acc.get("delta") is not None:
+            wanted.append(("top1_drop", spec.max_accuracy_drop, "max"))
+    elif task == "embedding":
+        wanted += [("cosine_mean", spec.min_cosine, "min"), ("cosine_min", spec.min_cosine_worst, "min")]
+    elif task == "regression":
+        wanted.append(("relative_error", spec.max_relative_error, "max"))
+    out = []
+    for metric, threshold, kind in wanted:
+        value = -acc["delta"] if metric == "top1_drop" else acc[metric]
+        passed = value >= threshold if kind == "min" else value <= threshold + 1e-12
+        out.append({"metric": metric, "value": float(value), "threshold": threshold, "kind": kind,
+                    "passed": bool(passed)})  # fmt: skip
+    return out
+
+
+def assess(acc: dict[str, Any], baseline: np.ndarray, labels: np.ndarray | None, spec: GateSpec) -> dict[str, Any]:
+    """report.json's `fidelity`: the task, why, and the gate's checks with their figures."""
+    task, why = infer_task(baseline, labels, spec.task)
+    return {"task": task, "task_reason": why, "checks": checks(acc, task, spec), "note": _drop_note(acc)}
+
+
+def _drop_note(acc: dict[str, Any]) -> str | None:
+    """Whether the top-1 change is larger than the validation set can resolve (95%, paired)."""
+    delta, stderr = acc.get("delta"), acc.get("delta_stderr")
+    if delta is None or stderr is None:
+        return None
+    if stderr == 0:
+        return f"no row changed its top-1 answer ({acc['samples']} rows)"
+    margin = Z_95 * stderr
+    verdict = "is within" if abs(delta) <= margin else "exceeds"
+    return (f"top-1 change {delta * 100:+.2f} points {verdict} its sampling error "
+            f"(+/-{margin * 100:.2f} at 95%, paired, {acc['samples']} rows)")  # fmt: skip
+
+
+LABELS = {
+    "agreement": "argmax agreement",
+    "top1_drop": "top-1 drop",
+    "cosine_mean": "mean cosine similarity",
+    "cosine_min": "worst-row cosine similarity",
+    "relative_error": "relative error",
+}
+GATE_FIELDS = {
+    "agreement": "gate.min_agreement",
+    "top1_drop": "gate.max_accuracy_drop",
+    "cosine_mean": "gate.min_cosine",
+    "cosine_min": "gate.min_cosine_worst",
+    "relative_error": "gate.max_relative_error",
+}
+
+
+def label(metric: str, acc: dict[str, Any] | None = None) -> str:
+    """A figure's name for people; agreement over a sequence is per step."""
+    if metric == "agreement" and acc is not None and acc.get("agreement_over") == "steps":
+        return "per-step argmax agreement"
+    return LABELS[metric]
+
+
+def enforce(fidelity: dict[str, Any], acc: dict[str, Any]) -> None:
+    """Raise GateFailed naming every missed check and the gate field that sets it."""
+    problems = []
+    for check in fidelity["checks"]:
+        if check["passed"]:
+            continue
+        relation = "is below" if check["kind"] == "min" else "is above"
+        if check["metric"] == "top1_drop":
+            problems.append(
+                f"top-1 accuracy dropped {check['value'] * 100:.2f} points "
+                f"({acc['baseline']:.4f} -> {acc['optimized']:.4f}, +/-{Z_95 * acc['delta_stderr'] * 100:.2f} "
+                f"at 95% over {acc['samples']} rows), gate.max_accuracy_drop allows {check['threshold'] * 100:.2f}"
+            )
+        else:
+            problems.append(f"{label(check['metric'], acc)} {check['value']:.4f} {relation} "
+                            f"{GATE_FIELDS[check['metric']]} {check['threshold']:.4f}")  # fmt: skip
+    if problems:
+        task = f" ({fidelity['task']} model)"
+        raise GateFailed("accuracy gate failed: " + "; ".join(problems) + task + "; nothing was published")
