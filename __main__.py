@@ -71,7 +71,8 @@ else:
     )
     image_ref = image.ref
     figures = {"sizeRatio": model.sizeRatio, "agreement": model.agreement, "accuracyDelta": model.accuracyDelta,
-               "latencyP50Ms": model.latencyP50Ms, "latencyP99Ms": model.latencyP99Ms}
+               "latencyP50Ms": model.latencyP50Ms, "latencyP99Ms": model.latencyP99Ms, "task": model.task,
+               "cosineMean": model.cosineMean, "cosineMin": model.cosineMin, "relativeError": model.relativeError}
     model_digest, model_artifact = model.digest, model.artifactUri
 
 subnets = None
@@ -105,7 +106,7 @@ pulumi.export("recipe", cfg.recipe.name)
 pulumi.export("gate", gate)  # what a stack promoting from this one checks the figures against
 pulumi.export("modelDigest", model_digest)
 pulumi.export("modelArtifact", model_artifact)
-for key, value in figures.items():  # sizeRatio, agreement, accuracyDelta, latencyP50Ms, latencyP99Ms
+for key, value in figures.items():  # sizeRatio, agreement, accuracyDelta, latency, task, cosine, relativeError
     pulumi.export(key, value)
 if monitoring is not None:
     pulumi.export("grafanaUrl", monitoring.grafana_url)

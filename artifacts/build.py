@@ -121,6 +121,10 @@ def _optional(project_dir: Path, props: dict[str, Any], kind: str) -> Path | Non
 
 
 def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, cache_hit: bool) -> dict[str, Any]:
+    """The resource's outputs. Every fidelity figure is exported, with the task the build judged the model
+    as (report.json's `fidelity.task`): a stack promoting this model judges the figures that task needs
+    (components/release.py, policy/rules/model.py). A report from before builds were task-aware has no
+    task and no cosine or relative error: None, judged as a classifier, as it was built."""
     accuracy = report.get("accuracy") or {}
     latency = report.get("latency_ms") or {}
     optimized_b1 = (latency.get("optimized") or {}).get("b1") or {}
@@ -134,6 +138,10 @@ def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, 
         "sizeRatio": report.get("size_ratio"),
         "accuracyDelta": accuracy.get("delta"),
         "agreement": accuracy.get("agreement"),
+        "task": (report.get("fidelity") or {}).get("task"),
+        "cosineMean": accuracy.get("cosine_mean"),
+        "cosineMin": accuracy.get("cosine_min"),
+        "relativeError": accuracy.get("relative_error"),
         "latencyP50Ms": optimized_b1.get("p50"),
         "latencyP99Ms": optimized_b1.get("p99"),
         "baselineLatencyP50Ms": baseline_b1.get("p50"),

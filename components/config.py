@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from optimize.recipe import Recipe, RecipeError, load_recipe
+from optimize.recipe import CpuTarget, Recipe, RecipeError, load_recipe
 
 from .naming import dns_label, is_dns_label, stack_namespace
 from .release import SourceRelease, read_release
@@ -65,6 +65,8 @@ class ModelSection(_Section):
     validation_data: str | None = None
     calibration_data: str | None = None
     name: str | None = None
+    # The CPU of the nodes that serve it, when the build machine is not one of them: int8 is built for it.
+    target_cpu: CpuTarget | None = None
 
     _name = field_validator("name")(_check_dns_label)
 
@@ -359,6 +361,10 @@ def parse_stack_config(
     if problems:
         raise ConfigError(problems)
     assert recipe is not None
+    model_section = sections.get("model")
+    if isinstance(model_section, ModelSection) and model_section.target_cpu:  # the stack names its nodes' CPU
+        quantize = recipe.quantize.model_copy(update={"target_cpu": model_section.target_cpu})
+        recipe = recipe.model_copy(update={"quantize": quantize})
     cfg = StackConfig(project=project, stack=stack, project_dir=project_dir, recipe_spec=recipe_spec,
                       recipe=recipe, **sections)
     problems = _check_combinations(cfg, own, where)

@@ -28,8 +28,8 @@ from artifacts.store import sha256_file
 from .config import StackConfig
 from .dynamic_provider import ProjectWorkerProvider, ship_by_value
 
-OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement",
-               "latencyP50Ms", "latencyP99Ms", "baselineLatencyP50Ms")
+OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement", "task",
+               "cosineMean", "cosineMin", "relativeError", "latencyP50Ms", "latencyP99Ms", "baselineLatencyP50Ms")
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
 
 
@@ -140,6 +140,10 @@ class OptimizedModel(pulumi.dynamic.Resource):
     sizeRatio: pulumi.Output[float]
     accuracyDelta: pulumi.Output[float]
     agreement: pulumi.Output[float]
+    task: pulumi.Output[str]  # what the gate judged it as (optimize/fidelity.py): it picks the figures below
+    cosineMean: pulumi.Output[float]
+    cosineMin: pulumi.Output[float]
+    relativeError: pulumi.Output[float]
     latencyP50Ms: pulumi.Output[float]
     latencyP99Ms: pulumi.Output[float]
 

@@ -12,7 +12,10 @@ from policy.rules.props import UNKNOWN_STRING
 DIGEST = "sha256:" + "5f" * 32
 IMAGE = f"localhost:5000/modelstack/digits:0123456789ab@{DIGEST}"
 UNKNOWN = UNKNOWN_STRING  # what the engine sends for a value not known at preview
-GATE = {"max_accuracy_drop": 0.01, "min_agreement": 0.99}
+# A recipe's gate as optimize/recipe.py GateSpec dumps it (the defaults).
+GATE = {"task": "auto", "max_accuracy_drop": 0.01, "min_agreement": 0.99, "min_cosine": 0.99,
+        "min_cosine_worst": 0.95, "max_relative_error": 0.05}
+STRICT_GATE = {**GATE, "max_accuracy_drop": 0.0, "min_agreement": 0.999}
 
 
 def labels(component: str = "inference", name: str = "digits") -> dict[str, str]:
@@ -80,29 +83,39 @@ def hpa(min_replicas: float | None = 3.0, max_replicas: float = 10.0) -> dict[st
     return {"metadata": {"name": "digits", "namespace": "modelstack-prod", "labels": labels()}, "spec": spec}
 
 
-def optimized_model(agreement: Any = 0.998, accuracy_delta: Any = -0.002) -> dict[str, Any]:
-    """OptimizedModel's outputs after `up` (artifacts/build.py: the inputs plus the measured figures)."""
+def optimized_model(agreement: Any = 0.998, accuracy_delta: Any = -0.002, **figures: Any) -> dict[str, Any]:
+    """OptimizedModel's outputs after `up` (artifacts/build.py: the inputs plus the measured figures);
+    `figures` overrides the others by output name (task, cosineMean, cosineMin, relativeError, ...)."""
     return {
         "modelName": "digits", "sourcePath": "examples/digits/build/model.pt", "sourceSha256": "ab" * 32,
         "recipe": {"name": "int8-dynamic", "quantize": {"mode": "dynamic_int8"}, "gate": dict(GATE)},
         "storeUri": "file://.modelstack/artifacts", "digest": "cd" * 32, "cacheHit": False,
-        "sizeRatio": 0.27, "accuracyDelta": accuracy_delta, "agreement": agreement,
-        "latencyP50Ms": 0.8, "latencyP99Ms": 1.6, "baselineLatencyP50Ms": 3.1, "lastChange": None,
+        "sizeRatio": 0.27, "accuracyDelta": accuracy_delta, "agreement": agreement, "task": "classification",
+        "cosineMean": 0.9999, "cosineMin": 0.998, "relativeError": 0.01,
+        "latencyP50Ms": 0.8, "latencyP99Ms": 1.6, "baselineLatencyP50Ms": 3.1, "lastChange": None, **figures,
     }
 
 
 def promoted_model(agreement: Any = 0.9995, accuracy_delta: Any = 0.0,
-                   gate: dict[str, float] | None = None) -> dict[str, Any]:
-    """PromotedModel's inputs (components/promotion.py): the target stack's gate, the source's figures."""
+                   gate: dict[str, Any] | None = None, **figures: Any) -> dict[str, Any]:
+    """PromotedModel's inputs (components/promotion.py): the target stack's gate, the source's figures
+    (components/release.py: with its task); `figures` overrides them by output name."""
     return {
         "modelName": "digits", "digest": "cd" * 32, "sourceArtifactUri": "s3://acme-ml/modelstack/" + "cd" * 32,
         "promotedFrom": "organization/modelstack/dev", "storeUri": "s3://acme-ml/modelstack",
         "storeRegion": "us-west-2", "storeEndpoint": None, "projectDir": ".",
-        "gate": gate or {"max_accuracy_drop": 0.0, "min_agreement": 0.999},
+        "gate": gate or {**STRICT_GATE},
         "figures": {"sizeRatio": 0.27, "agreement": agreement, "accuracyDelta": accuracy_delta,
-                    "latencyP50Ms": 0.8, "latencyP99Ms": 1.6},
+                    "latencyP50Ms": 0.8, "latencyP99Ms": 1.6, "task": "classification", "cosineMean": 0.9999,
+                    "cosineMin": 0.998, "relativeError": 0.01, **figures},
         "artifactUri": None, "copied": None, "reportDigest": None,
     }
+
+
+def legacy(figures: dict[str, Any]) -> dict[str, Any]:
+    """Figures as a stack built before builds were task-aware exports them: no task, no cosine, no
+    relative error."""
+    return {k: v for k, v in figures.items() if k not in ("task", "cosineMean", "cosineMin", "relativeError")}
 
 
 def ecr_repository(name: str = "modelstack/text-classifier") -> dict[str, Any]:

@@ -91,6 +91,16 @@ def test_analyze_blocks_a_promotion_below_the_gate_and_advises_on_one_replica(an
     assert diag.policyName == "serving-replicas-for-availability" and diag.enforcementLevel == analyzer_pb2.ADVISORY
 
 
+def test_analyze_judges_an_embedding_promotion_by_its_cosine(analyzer):
+    # The pack's own venv (no numpy) runs the task-aware gate: argmax agreement 0.7 is no reason to block.
+    good = r.promoted_model(agreement=0.7, accuracy_delta=None, task="embedding", cosineMean=0.999, cosineMin=0.99)
+    assert analyze(analyzer, "pulumi-python:dynamic:Resource", good) == []
+    (diag,) = analyze(analyzer, "pulumi-python:dynamic:Resource",
+                      r.promoted_model(agreement=0.7, task="embedding", cosineMean=0.97))
+    assert diag.policyName == "model-meets-gate" and diag.enforcementLevel == analyzer_pb2.MANDATORY
+    assert "model mean cosine similarity 0.9700 is below this stack's gate min_cosine 0.99" in diag.message
+
+
 def test_analyze_stack_judges_the_built_model_outputs(analyzer):
     model_urn = "urn:pulumi:dev::modelstack::pulumi-python:dynamic:Resource::model"
     resources = [

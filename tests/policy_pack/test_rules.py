@@ -282,12 +282,13 @@ def test_promoted_model_that_meets_the_gate_passes():
 def test_promoted_model_below_the_gate_fails_naming_figure_value_gate_and_source():
     message = one(model_meets_gate(MODEL, r.promoted_model(agreement=0.984)))
     assert message == ("figures.agreement: model agreement 0.9840 is below this stack's gate min_agreement 0.999 "
-                       "(promoted from organization/modelstack/dev); promote a model that passes, or relax "
-                       "modelstack:recipe's gate")
+                       "(classification model, promoted from organization/modelstack/dev); promote a model that "
+                       "passes, or relax modelstack:recipe's gate")
     message = one(model_meets_gate(MODEL, r.promoted_model(accuracy_delta=-0.02,
-                                                           gate={"max_accuracy_drop": 0.01, "min_agreement": 0.9})))
+                                                           gate={**r.GATE, "min_agreement": 0.9})))
     assert message.startswith("figures.accuracyDelta: model accuracy drop 0.0200 is above this stack's gate "
-                              "max_accuracy_drop 0.01 (promoted from organization/modelstack/dev)")
+                              "max_accuracy_drop 0.01 (classification model, promoted from "
+                              "organization/modelstack/dev)")
 
 
 def test_built_model_outputs_are_judged_against_the_recipe_gate():
@@ -295,8 +296,87 @@ def test_built_model_outputs_are_judged_against_the_recipe_gate():
     assert built_model_meets_gate(MODEL, r.optimized_model()) == []
     found = built_model_meets_gate(MODEL, r.optimized_model(agreement=0.95, accuracy_delta=-0.05))
     assert len(found) == 2
-    assert found[0].startswith("agreement: model agreement 0.9500 is below this stack's gate min_agreement 0.99;")
+    assert found[0].startswith("agreement: model agreement 0.9500 is below this stack's gate min_agreement 0.99 "
+                               "(classification model); change modelstack:recipe")
     assert found[1].startswith("accuracyDelta: model accuracy drop 0.0500 is above")
+
+
+def test_an_embedding_model_is_judged_by_cosine_not_argmax_agreement():
+    # A real sentence embedder: argmax agreement 0.77 means nothing, cosine 0.999 is what counts.
+    good = r.promoted_model(agreement=0.7, accuracy_delta=None, task="embedding", cosineMean=0.999, cosineMin=0.99)
+    assert model_meets_gate(MODEL, good) == []
+    message = one(model_meets_gate(MODEL, r.promoted_model(agreement=0.7, accuracy_delta=None, task="embedding",
+                                                           cosineMean=0.97, cosineMin=0.96)))
+    assert message == ("figures.cosineMean: model mean cosine similarity 0.9700 is below this stack's gate "
+                       "min_cosine 0.99 (embedding model, promoted from organization/modelstack/dev); promote a "
+                       "model that passes, or relax modelstack:recipe's gate")
+    worst = one(model_meets_gate(MODEL, r.promoted_model(task="embedding", cosineMean=0.995, cosineMin=0.9)))
+    assert worst.startswith("figures.cosineMin: model worst-row cosine similarity 0.9000 is below this stack's "
+                            "gate min_cosine_worst 0.95 (embedding model")
+    # The same over a built model's outputs, against its recipe's gate.
+    assert built_model_meets_gate(MODEL, r.optimized_model(agreement=0.77, accuracy_delta=None, task="embedding",
+                                                           cosineMean=0.999, cosineMin=0.99)) == []
+    assert one(built_model_meets_gate(MODEL, r.optimized_model(agreement=0.77, task="embedding",
+                                                               cosineMean=0.98))).startswith(
+        "cosineMean: model mean cosine similarity 0.9800 is below this stack's gate min_cosine 0.99 (embedding")
+
+
+def test_a_regression_model_is_judged_by_relative_error():
+    assert model_meets_gate(MODEL, r.promoted_model(agreement=0.0, task="regression", relativeError=0.03)) == []
+    assert model_meets_gate(MODEL, r.promoted_model(task="regression", relativeError=0.05)) == []  # at the gate
+    message = one(model_meets_gate(MODEL, r.promoted_model(agreement=0.0, task="regression", relativeError=0.08)))
+    assert message.startswith("figures.relativeError: model relative error 0.0800 is above this stack's gate "
+                              "max_relative_error 0.05 (regression model, promoted from organization/modelstack/dev);")
+
+
+def test_a_sequence_model_is_judged_by_agreement_per_step():
+    assert model_meets_gate(MODEL, r.promoted_model(task="sequence", cosineMean=0.5)) == []
+    assert one(model_meets_gate(MODEL, r.promoted_model(agreement=0.98, task="sequence"))).startswith(
+        "figures.agreement: model agreement 0.9800 is below this stack's gate min_agreement 0.999 (sequence model")
+
+
+def test_figures_without_a_task_are_judged_as_before():
+    # A source built before builds were task-aware: agreement and accuracy delta only.
+    old = r.promoted_model()
+    old["figures"] = r.legacy(old["figures"])
+    assert model_meets_gate(MODEL, old) == []
+    old["figures"]["agreement"] = 0.984
+    assert one(model_meets_gate(MODEL, old)).startswith(
+        "figures.agreement: model agreement 0.9840 is below this stack's gate min_agreement 0.999 (classification")
+    built = {k: v for k, v in r.optimized_model(agreement=0.95).items() if k in r.legacy(r.optimized_model())}
+    assert one(built_model_meets_gate(MODEL, built)).startswith("agreement: model agreement 0.9500 is below")
+
+
+def test_a_gate_that_states_its_task_judges_by_it():
+    # This stack's recipe says embedding: a source the build inferred as a classifier is judged by cosine.
+    gate = {**r.STRICT_GATE, "task": "embedding"}
+    assert model_meets_gate(MODEL, r.promoted_model(agreement=0.5, gate=gate)) == []
+    assert one(model_meets_gate(MODEL, r.promoted_model(gate=gate, cosineMin=0.9))).startswith(
+        "figures.cosineMin: model worst-row cosine similarity 0.9000 is below")
+    # A source that never measured the figure the gate needs cannot pass it.
+    old = r.promoted_model(gate=gate)
+    old["figures"] = r.legacy(old["figures"])
+    found = model_meets_gate(MODEL, old)
+    assert [m.split(":")[0] for m in found] == ["figures.cosineMean", "figures.cosineMin"]
+    assert found[0].startswith("figures.cosineMean: the source build measured no mean cosine similarity, which "
+                               "this stack's gate min_cosine needs (embedding model, promoted from")
+
+
+def test_a_gate_without_the_new_thresholds_gets_the_recipe_defaults():
+    old_gate = {"max_accuracy_drop": 0.01, "min_agreement": 0.99}
+    assert model_meets_gate(MODEL, r.promoted_model(gate=old_gate, task="embedding", cosineMean=0.991)) == []
+    low = one(model_meets_gate(MODEL, r.promoted_model(gate=old_gate, task="embedding", cosineMean=0.985)))
+    assert low.startswith("figures.cosineMean: model mean cosine similarity 0.9850 is below this stack's gate "
+                          "min_cosine 0.99")
+    off = one(model_meets_gate(MODEL, r.promoted_model(gate=old_gate, task="regression", relativeError=0.06)))
+    assert off.startswith("figures.relativeError: model relative error 0.0600 is above this stack's gate "
+                          "max_relative_error 0.05")
+
+
+def test_an_unknown_task_is_reported_not_passed():
+    message = one(model_meets_gate(MODEL, r.promoted_model(task="ranking")))
+    assert message.startswith("figures.task: model task 'ranking' is not one the gate judges (classification, "
+                              "sequence, embedding, regression) (promoted from organization/modelstack/dev);")
 
 
 def test_model_figures_not_known_yet_are_skipped():
@@ -305,6 +385,11 @@ def test_model_figures_not_known_yet_are_skipped():
     assert model_meets_gate(MODEL, r.optimized_model(agreement=r.UNKNOWN, accuracy_delta=r.UNKNOWN)) == []
     assert model_meets_gate(MODEL, r.optimized_model(agreement=0.999, accuracy_delta=None)) == []
     assert model_meets_gate(MODEL, {**r.promoted_model(), "figures": r.UNKNOWN}) == []
+    # The task is an output too: unknown at preview, or known with its figures not yet.
+    assert model_meets_gate(MODEL, r.optimized_model(agreement=0.5, task=r.UNKNOWN)) == []
+    assert model_meets_gate(MODEL, r.optimized_model(task="embedding", cosineMean=r.UNKNOWN, cosineMin=None)) == []
+    assert model_meets_gate(MODEL, r.optimized_model(task=None, agreement=None, accuracy_delta=None,
+                                                     cosineMean=None, cosineMin=None, relativeError=None)) == []
 
 
 def test_the_stack_policy_leaves_promotions_to_the_resource_policy():

@@ -9,9 +9,9 @@ import grpc
 import numpy as np
 import pytest
 
-from artifacts.build import build_key
+from artifacts.build import _outputs, build_key
 from artifacts.store import LocalStore, sha256_file
-from components.optimized_model import OptimizedModelProvider, tool_versions
+from components.optimized_model import OUTPUT_KEYS, OptimizedModelProvider, tool_versions
 from tests.provider.engine_provider import EngineProvider
 from tests.pulumi_harness import ROOT
 
@@ -60,6 +60,10 @@ def test_create_diff_update_delete(tiny_model, tmp_path):
     assert LocalStore(store).manifest(outs["digest"]) is not None
     assert outs["artifactUri"] == str(store / outs["digest"])
     assert outs["accuracyDelta"] == 0.0 and outs["agreement"] == 1.0
+    # The task the gate judged it as (labelled data: a classifier) and every figure, for a promotion to judge.
+    assert outs["task"] == "classification"
+    assert outs["cosineMean"] == pytest.approx(1.0) and outs["cosineMin"] == pytest.approx(1.0)
+    assert outs["relativeError"] == pytest.approx(0.0, abs=1e-5)
     assert outs["latencyP50Ms"] > 0 and outs["sizeRatio"] > 0
 
     same = provider.diff(created.id, outs, dict(props))
@@ -202,3 +206,15 @@ def test_sigkill_at_any_point_leaves_nothing_or_a_complete_artifact(tiny_model, 
     finally:
         engine.close()
     assert set(_published(store)) == {*previous, outs["digest"]}
+
+
+def test_outputs_carry_the_task_and_every_fidelity_figure():
+    acc = {"agreement": 0.77, "delta": None, "cosine_mean": 0.999, "cosine_min": 0.99, "relative_error": 0.03}
+    report = {"digest": "cd" * 32, "accuracy": acc, "fidelity": {"task": "embedding", "checks": []}}
+    outs = _outputs({"modelName": "minilm"}, report, "s3://b/" + "cd" * 32, "ab" * 32, cache_hit=False)
+    assert (outs["task"], outs["agreement"], outs["accuracyDelta"]) == ("embedding", 0.77, None)
+    assert (outs["cosineMean"], outs["cosineMin"], outs["relativeError"]) == (0.999, 0.99, 0.03)
+    assert set(OUTPUT_KEYS) <= set(outs)
+    # A report from before builds were task-aware (a cache hit on an old artifact): no task, judged as before.
+    old = _outputs({}, {"digest": "cd" * 32, "accuracy": {"agreement": 0.998, "delta": -0.002}}, "u", "k", True)
+    assert old["task"] is None and old["cosineMean"] is None and old["agreement"] == 0.998

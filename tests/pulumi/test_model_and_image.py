@@ -94,3 +94,12 @@ def test_server_settings_in_the_configmap_are_ones_the_server_accepts(program, s
     cfg = stack_config(stack)["modelstack:serving"]
     assert settings.max_batch_size == cfg["maxBatchSize"]
     assert settings.device == ("cuda" if cfg.get("gpu") else "cpu")
+
+
+def test_a_stack_that_names_its_nodes_cpu_builds_int8_for_it(program):
+    """model.targetCpu overrides the recipe's target (the build machine's CPU by default)."""
+    cfg = stack_config("dev")
+    cfg["modelstack:model"] = {**cfg["modelstack:model"], "targetCpu": "avx512-vnni"}
+    model = program("dev", cfg).one("pulumi-python:dynamic:Resource").inputs
+    assert model["recipe"]["quantize"]["target_cpu"] == "avx512-vnni"
+    assert program("dev").one("pulumi-python:dynamic:Resource").inputs["recipe"]["quantize"]["target_cpu"] == "auto"
