@@ -19,7 +19,8 @@ ORT_TYPES = {
 }
 
 
-def ort_session(path: Path, threads: int) -> Any:
+def ort_session(path: Path, threads: int, spin: bool = True) -> Any:
+    """spin=False: idle intra-op threads sleep instead of busy-waiting (ORT's default is to spin)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -27,6 +28,8 @@ def ort_session(path: Path, threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
