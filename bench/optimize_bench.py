@@ -27,7 +27,7 @@ auto   the `auto` recipe on the text example against the presets it searches ove
 
 --spin off (the default) makes idle threads of both runtimes sleep instead of busy-waiting
 (OMP_WAIT_POLICY=PASSIVE for torch, session.intra_op.allow_spinning=0 for ORT): on a machine shared
-with other work, a spinning thread whose partner is descheduled makes 2-thread torch 3-100x slower
+with other work, a spinning thread whose partner is descheduled makes 2-thread torch 4-150x slower
 than 1 thread and ORT up to 2x, which measures the scheduler and flatters every ratio against torch.
 --spin on keeps both runtimes' defaults (spinning), as users run them on a quiet machine.
 
@@ -519,7 +519,7 @@ def main() -> int:
                     help="idle threads busy-wait (on: both runtimes' defaults) or sleep (off; see below)")
     args = ap.parse_args()
     # On a shared machine, threads that spin at every barrier while their partner is descheduled make
-    # 2-thread torch 3-100x slower than 1 thread (measured at load 6-8 on 2 cores) and ORT up to 2x:
+    # 2-thread torch 4-150x slower than 1 thread (measured at load 6-8 on 2 cores) and ORT up to 2x:
     # that measures the scheduler, and flatters every ratio against torch. "off" makes both sleep
     # (optimize.benchmark's spin=False), in the builds too (their torch baseline and the search's timing).
     if args.spin == "off":

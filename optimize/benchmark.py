@@ -10,7 +10,7 @@ weights, or one a user has transformed (e.g. torch.ao dynamic quantization).
 both runtimes: OMP_WAIT_POLICY=PASSIVE for torch's OpenMP pool and
 session.intra_op.allow_spinning=0 for ORT's. Off by default (both runtimes'
 defaults spin); on a machine shared with other work, spinning threads whose
-partner is descheduled slow torch far more than ORT (3-100x at 2 threads).
+partner is descheduled slow torch far more than ORT (4-150x at 2 threads).
 A separate process per engine keeps one runtime's thread pools, allocator
 and import side effects from skewing the other.
 """
