@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from optimize.errors import GateFailed
+from optimize.fidelity import check_name
 from optimize.recipe import Recipe
 
 NEAR_EQUAL = 1.05  # a candidate this close to the fastest, and earlier in the list, wins
@@ -107,9 +108,10 @@ def _try(name: str, recipe: Recipe, ctx: Any, spec: Any, start: float, total: in
     variant = ctx.variant(recipe, ctx.work / "search" / f"c{len(tried) + 1}")
     checks = variant.fidelity["checks"]
     passed = all(c["passed"] for c in checks)
+    several = len(variant.fidelity["outputs"]) > 1
     row = {"name": name, "mode": recipe.quantize.mode, "passed": passed,
-           "failed": [c["metric"] for c in checks if not c["passed"]],
-           "figures": {c["metric"]: round(c["value"], 6) for c in checks},
+           "failed": [check_name(c, several) for c in checks if not c["passed"]],
+           "figures": {check_name(c, several): round(c["value"], 6) for c in checks},
            "p50_b1_ms": ctx.latency(variant.path, spec.iterations) if passed else None,
            "size_bytes": variant.path.stat().st_size}  # fmt: skip
     row["seconds"] = round(time.monotonic() - began, 2)
@@ -140,7 +142,7 @@ def _closest(variants: list[tuple[dict[str, Any], Any]]) -> Any:
 
 def node_sensitivity(fp32: Path, quantized: Path, feed: dict[str, np.ndarray]) -> list[str]:
     """fp32 node names, most sensitive first: the error a quantized node adds to its output
-    (||q - f|| / ||f|| of its output minus the largest of its inputs'), over values both graphs share."""
+    (the error of its output minus the largest of its inputs'), over values both graphs share."""
     import onnx
     import onnxruntime as ort
 
@@ -168,8 +170,14 @@ def node_sensitivity(fp32: Path, quantized: Path, feed: dict[str, np.ndarray]) -
     f, q = values[id(ref)], values[id(quant)]
 
     def error(name: str) -> float:
-        ref_v = np.asarray(f[name], np.float64)
-        return float(np.linalg.norm(np.asarray(q[name], np.float64) - ref_v)) / max(float(np.linalg.norm(ref_v)), 1e-12)
+        """Mean over rows of ||q - f|| / ||f||, so that rows of small values count as much as large ones
+        (an outlier weight that zeroes a layer's other weights shows on those); a row far below the
+        typical size (an all-zero ReLU row) counts as 1% of the mean."""
+        ref_v = np.asarray(f[name], np.float64).reshape(len(f[name]) if np.ndim(f[name]) else 1, -1)
+        q_v = np.asarray(q[name], np.float64).reshape(ref_v.shape)
+        norms = np.linalg.norm(ref_v, axis=1)
+        norms = np.maximum(norms, max(0.01 * float(norms.mean()), 1e-12))
+        return float((np.linalg.norm(q_v - ref_v, axis=1) / norms).mean())
 
     added = {}
     for node in targets:
