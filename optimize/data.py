@@ -32,8 +32,9 @@ class Dataset:
         return {k: np.ascontiguousarray(v[idx]) for k, v in self.inputs.items()}
 
 
-def load(path: Path, input_names: list[str], role: str) -> Dataset:
-    """Read an .npz (never pickles) and bind its arrays to the model's inputs."""
+def load(path: Path, input_names: list[str], role: str, optional: frozenset[str] = frozenset()) -> Dataset:
+    """Read an .npz (never pickles) and bind its arrays to the model's inputs; a trailing run of inputs
+    named in `optional` (arguments with a default) may be left out (the Dataset then binds fewer)."""
     if not path.is_file():
         raise OptimizeError(f"{role} data '{path}' does not exist")
     try:
@@ -43,13 +44,14 @@ def load(path: Path, input_names: list[str], role: str) -> Dataset:
         raise OptimizeError(f"{role} data '{path}' is not a readable .npz file: {exc}") from None
     labels = arrays.pop("y", None)
     if "x" in arrays and len(arrays) == 1:
-        if len(input_names) != 1:
+        if len([n for n in input_names if n not in optional]) > 1:
             raise OptimizeError(
                 f"{role} data '{path}' has a single array 'x' but the model takes {len(input_names)} inputs "
                 f"({', '.join(input_names)}); store one array per input name"
             )
         inputs = {input_names[0]: arrays["x"]}
     else:
+        input_names = bound_names(input_names, set(arrays), optional)
         missing = [n for n in input_names if n not in arrays]
         extra = sorted(set(arrays) - set(input_names))
         if missing or extra:
@@ -76,3 +78,11 @@ def load(path: Path, input_names: list[str], role: str) -> Dataset:
             raise OptimizeError(f"{role} data '{path}' has {n} inputs but {len(labels)} labels")
         labels = labels.astype(np.int64)
     return Dataset(inputs, labels, path)
+
+
+def bound_names(names: list[str], present: set[str], optional: frozenset[str]) -> list[str]:
+    """The model inputs the data binds: all of them, less the trailing optional ones it leaves out."""
+    end = len(names)
+    while end and names[end - 1] in optional and names[end - 1] not in present:
+        end -= 1
+    return names[:end]

@@ -12,6 +12,10 @@ The task is the gate's `task`, or inferred when it says "auto" (the rule, first 
 labels given -> classification; an output of rank 3 or more -> sequence; a single value per row ->
 regression; every source row of unit L2 norm (a normalised embedding) -> embedding; otherwise
 classification. An embedding that is not normalised has to be named: `gate.task: embedding`.
+
+A model with several outputs is judged on each of them (the build passes only if every output
+does): each output's task is inferred on its own, or named per output (`gate.task: {output_0:
+classification, output_1: regression}`); labels score the first output.
 """
 
 from __future__ import annotations
@@ -116,10 +120,52 @@ def checks(acc: dict[str, Any], task: str, spec: GateSpec) -> list[dict[str, Any
     return out
 
 
-def assess(acc: dict[str, Any], baseline: np.ndarray, labels: np.ndarray | None, spec: GateSpec) -> dict[str, Any]:
-    """report.json's `fidelity`: the task, why, and the gate's checks with their figures."""
-    task, why = infer_task(baseline, labels, spec.task)
+def assess(acc: dict[str, Any], baseline: np.ndarray, labels: np.ndarray | None, spec: GateSpec,
+           stated: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One output's task, why, and the gate's checks with their figures (stated: its task, else gate.task)."""
+    task, why = infer_task(baseline, labels, stated or _one_task(spec))
     return {"task": task, "task_reason": why, "checks": checks(acc, task, spec), "note": _drop_note(acc)}
+
+
+def judge(baselines: list[np.ndarray], optimized: list[np.ndarray], names: list[str], labels: np.ndarray | None,
+          spec: GateSpec) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(accuracy, fidelity) for report.json over every output: `accuracy` holds the first output's figures,
+    `fidelity` its task, why and note, the checks of every output (each naming its output) and
+    `outputs`, each output's task."""
+    stated = _stated_tasks(spec, names)
+    if not names:
+        raise OptimizeError("the model has no outputs to validate")
+    first: dict[str, Any] = {}
+    result: dict[str, Any] = {}
+    all_checks, outputs = [], []
+    for k, (name, base, opt) in enumerate(zip(names, baselines, optimized, strict=True)):
+        acc = measure(base, opt, labels if k == 0 else None)
+        one = assess(acc, base, labels if k == 0 else None, spec, stated.get(name))
+        all_checks += [{"output": name, **c, "label": label(c["metric"], acc)} for c in one["checks"]]
+        outputs.append({"name": name, "task": one["task"], "task_reason": one["task_reason"]})
+        if k == 0:
+            first, result = acc, one
+    return first, {**result, "checks": all_checks, "outputs": outputs}
+
+
+def _one_task(spec: GateSpec) -> str:
+    return spec.task if isinstance(spec.task, str) else "auto"
+
+
+def _stated_tasks(spec: GateSpec, names: list[str]) -> dict[str, str]:
+    """gate.task per output name: one task for all, or a mapping that must name outputs the model has."""
+    if isinstance(spec.task, str):
+        return {n: spec.task for n in names}
+    unknown = sorted(set(spec.task) - set(names))
+    if unknown:
+        raise OptimizeError(f"gate.task names output(s) {unknown} the model does not have; its outputs are "
+                            f"{names} (as in report.json `outputs`)")  # fmt: skip
+    return dict(spec.task)
+
+
+def check_name(check: dict[str, Any], several: bool) -> str:
+    """A check's key in tables: its metric, prefixed by its output when the model has several."""
+    return f"{check['output']}.{check['metric']}" if several and "output" in check else check["metric"]
 
 
 def _drop_note(acc: dict[str, Any]) -> str | None:
@@ -161,19 +207,23 @@ def label(metric: str, acc: dict[str, Any] | None = None) -> str:
 def enforce(fidelity: dict[str, Any], acc: dict[str, Any]) -> None:
     """Raise GateFailed naming every missed check and the gate field that sets it."""
     problems = []
+    several = len(fidelity.get("outputs", ())) > 1
     for check in fidelity["checks"]:
         if check["passed"]:
             continue
         relation = "is below" if check["kind"] == "min" else "is above"
+        where = f"{check['output']}: " if several else ""
         if check["metric"] == "top1_drop":
             problems.append(
-                f"top-1 accuracy dropped {check['value'] * 100:.2f} points "
+                f"{where}top-1 accuracy dropped {check['value'] * 100:.2f} points "
                 f"({acc['baseline']:.4f} -> {acc['optimized']:.4f}, +/-{Z_95 * acc['delta_stderr'] * 100:.2f} "
                 f"at 95% over {acc['samples']} rows), gate.max_accuracy_drop allows {check['threshold'] * 100:.2f}"
             )
         else:
-            problems.append(f"{label(check['metric'], acc)} {check['value']:.4f} {relation} "
+            name = check.get("label") or label(check["metric"], acc)
+            problems.append(f"{where}{name} {check['value']:.4f} {relation} "
                             f"{GATE_FIELDS[check['metric']]} {check['threshold']:.4f}")  # fmt: skip
     if problems:
-        task = f" ({fidelity['task']} model)"
+        tasks = sorted({o["task"] for o in fidelity.get("outputs", ())} - {fidelity["task"]})
+        task = f" ({', '.join([fidelity['task'], *tasks])} model)"
         raise GateFailed("accuracy gate failed: " + "; ".join(problems) + task + "; nothing was published")

@@ -13,7 +13,7 @@ import re
 import resource
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +87,20 @@ def _build(
     src = sources.load(model, factory)
     if not src.is_torch and recipe.prune.method != "none":
         raise OptimizeError("prune needs a torch source; an .onnx source runs only the graph/quantize/validate stages")
-    val = datasets.load(validation, src.input_names, "validation") if validation else None
-    cal = datasets.load(calibration, src.input_names, "calibration") if calibration else None
+    val = datasets.load(validation, src.input_names, "validation", src.optional_inputs) if validation else None
+    cal = datasets.load(calibration, src.input_names, "calibration", src.optional_inputs) if calibration else None
+    src.input_names = _bound_inputs(src, val, cal)
     example = _example_inputs(recipe, src, val or cal)
     baseline_run = _baseline_runner(src)
     probe = _probe(baseline_run, example, src)
-    from optimize.validate import batch_axis
+    from optimize.validate import batch_axes
 
-    out_batch_axis = batch_axis(baseline_run, example)
+    out_batch_axes = batch_axes(baseline_run, example)
+    out_names = None
+    if src.is_torch:
+        from optimize.runtime import torch_output_names
+
+        out_names = torch_output_names(src.runner(), list(example.values()))
     if val is not None:
         from optimize.validate import check_labels
 
@@ -107,14 +113,15 @@ def _build(
         from optimize import prune
 
         working = sources.load(model, factory)  # a second copy: the original stays the baseline
+        working.input_names = src.input_names
         stats = prune.apply(working, recipe.prune)
         one = {k: v[:1] for k, v in example.items()}
         stats["latency"] = prune.compare_latency(src.runner(), working.runner(), one, threads)
         pruning = stats
 
     ctx = _Context(src=src, working=working, example=example, baseline_run=baseline_run,
-                   out_batch_axis=out_batch_axis, export=recipe.export, val=val, cal=cal, work=work, threads=threads,
-                   say=say)  # fmt: skip
+                   out_batch_axes=out_batch_axes, out_names=out_names, export=recipe.export, val=val, cal=cal,
+                   work=work, threads=threads, say=say, sequence=_sequence_axes(recipe, src, val, cal))  # fmt: skip
     search_result = None
     if recipe.search is not None:
         from optimize import search
@@ -178,6 +185,7 @@ def _build(
         "pruning": pruning,
         "contrib_ops": reporting.contrib_ops(final),
         "inputs": sig["inputs"],
+        "sequence": ctx.sequences[recipe.graph.transformer_fusions].to_dict() if ctx.sequence else None,
         "outputs": sig["outputs"],
         # This process only: a forked worker's maxrss includes the parent's pages at fork time.
         "peak_rss_bytes": self_rss,
@@ -210,15 +218,18 @@ class _Context:
     working: sources.Source  # the pruned copy, or src
     example: dict[str, np.ndarray]
     baseline_run: Any
-    out_batch_axis: int
+    out_batch_axes: list[int]  # per output
+    out_names: list[str] | None  # a torch source's dict keys, for several outputs
     export: ExportSpec
     val: datasets.Dataset | None
     cal: datasets.Dataset | None
     work: Path
     threads: int
     say: Callable[[str], None]
+    sequence: Any = None  # optimize.sequence.SequenceAxes: what the data shows
+    sequences: dict[bool, Any] = field(default_factory=dict)  # and what each export took, by `fuse`
     exports: dict[bool, Path] = field(default_factory=dict)
-    source_out: np.ndarray | None = None
+    source_out: list[np.ndarray] | None = None
 
     @property
     def checked(self) -> datasets.Dataset:
@@ -231,18 +242,42 @@ class _Context:
             import onnx
 
             if self.src.is_torch:
-                import torch
-
-                from optimize.export import export
-
-                torch.manual_seed(0)
-                model_proto = export(self.working, self.example, self.export, self.work / path.stem, fuse=fuse,
-                                     output_batch_axis=self.out_batch_axis)  # fmt: skip
-                onnx.save_model(model_proto, str(path))
+                self._export(fuse, path)
             else:
                 onnx.save_model(self.src.model, str(path))
             self.exports[fuse] = path
         return self.exports[fuse]
+
+    def _export(self, fuse: bool, path: Path) -> None:
+        """Export the working copy to `path`: with a dynamic sequence length where the data shows one and
+        the export keeps to the source at another length (optimize.sequence), else at the data's."""
+        import onnx
+        import torch
+
+        from optimize import sequence
+        from optimize.export import export
+        from optimize.runtime import ort_runner, ort_session, torch_runner
+
+        def save(axes: tuple[str, ...]) -> None:
+            torch.manual_seed(0)
+            proto = export(self.working, self.example, self.export, self.work / path.stem, fuse=fuse, sequence=axes,
+                           output_batch_axes=self.out_batch_axes, output_names=self.out_names)  # fmt: skip
+            onnx.save_model(proto, str(path))
+
+        seq = self.sequence
+        if seq is not None:
+            try:
+                save(seq.inputs)
+                exported = ort_runner(ort_session(path, self.threads), self.src.input_names, all_outputs=True)
+                source = torch_runner(self.working.runner(), all_outputs=True)
+                sequence.verify(source, exported, self.checked.take(sequence.CHECK_ROWS), seq)
+                self.sequences[fuse] = replace(seq, dynamic=True)
+                return
+            except OptimizeError as exc:
+                if self.export.dynamic_sequence is True:
+                    raise OptimizeError(f"export.dynamic_sequence is true, but {exc}") from None
+                self.sequences[fuse] = seq.refused(str(exc))
+        save(())
 
     def variant(self, recipe: Recipe, where: Path) -> Variant:
         """quantize -> graph-optimize -> validate one recipe into `where`."""
@@ -271,11 +306,15 @@ class _Context:
         optimize(current, optimized, recipe.graph.optimization_level)
         self.say("validate")
         if self.source_out is None:
-            self.source_out = predict(self.baseline_run, self.checked, self.out_batch_axis)
-        opt_run = ort_runner(ort_session(optimized, self.threads), self.src.input_names)
-        accuracy = fidelity.measure(self.source_out, predict(opt_run, self.checked, self.out_batch_axis),
-                                    self.checked.labels)  # fmt: skip
-        result = fidelity.assess(accuracy, self.source_out, self.checked.labels, recipe.gate)
+            self.source_out = predict(self.baseline_run, self.checked, self.out_batch_axes)
+        session = ort_session(optimized, self.threads)
+        opt_out = predict(ort_runner(session, self.src.input_names, all_outputs=True), self.checked,
+                          self.out_batch_axes)  # fmt: skip
+        names = [o.name for o in session.get_outputs()]
+        if len(names) != len(self.source_out):
+            raise OptimizeError(f"the ONNX model has {len(names)} outputs but the source has "
+                                f"{len(self.source_out)}")  # fmt: skip
+        accuracy, result = fidelity.judge(self.source_out, opt_out, names, self.checked.labels, recipe.gate)
         return Variant(recipe, optimized, accuracy, result, int8_plan, current if current != fp32 else None)
 
     def latency(self, path: Path, iterations: int) -> float:
@@ -303,6 +342,7 @@ def _example_inputs(recipe: Recipe, src: sources.Source, data: datasets.Dataset 
                     )
         return data.take(2)
     if declared:
+        src.input_names = datasets.bound_names(src.input_names, set(declared), src.optional_inputs)
         missing = [n for n in src.input_names if n not in declared]
         if missing:
             raise OptimizeError(f"export.input_shapes has no shape for model inputs {missing}")
@@ -313,12 +353,39 @@ def _example_inputs(recipe: Recipe, src: sources.Source, data: datasets.Dataset 
     )
 
 
+def _sequence_axes(recipe: Recipe, src: sources.Source, val: datasets.Dataset | None,
+                   cal: datasets.Dataset | None) -> Any:  # fmt: skip
+    """The sequence axes the data shows (optimize.sequence), for a torch source with dynamic_sequence on."""
+    from optimize import sequence
+
+    wanted = recipe.export.dynamic_sequence
+    data = val or cal
+    if wanted is False or not src.is_torch or data is None:
+        return None
+    found = sequence.find(data.inputs, cal.inputs if val is not None and cal is not None else None)
+    if found is None and wanted is True:
+        raise OptimizeError("export.dynamic_sequence is true, but the data shows no sequence axis: no input is a "
+                            "padding mask and validation and calibration have the same lengths")  # fmt: skip
+    return found
+
+
+def _bound_inputs(src: sources.Source, *sets: datasets.Dataset | None) -> list[str]:
+    """The inputs the data gives (a model's optional trailing arguments may be left out), the same for
+    validation and calibration."""
+    given = {tuple(d.inputs) for d in sets if d is not None}
+    if len(given) > 1:
+        a, b = sorted(given)
+        raise OptimizeError(f"the validation and calibration data give different model inputs ({list(a)} and "
+                            f"{list(b)}); give both the same arrays")  # fmt: skip
+    return list(given.pop()) if given else src.input_names
+
+
 def _baseline_runner(src: sources.Source) -> Any:
     from optimize.runtime import ort_runner, ort_session, torch_runner
 
     if src.is_torch:
-        return torch_runner(src.runner())
-    return ort_runner(ort_session(src.path, 1), src.input_names)
+        return torch_runner(src.runner(), all_outputs=True)
+    return ort_runner(ort_session(src.path, 1), src.input_names, all_outputs=True)
 
 
 # ONNX Runtime's messages open with a status code and, for some, the C++ function that raised.
@@ -336,9 +403,9 @@ def _library_error(exc: BaseException) -> str:
 
 
 def _probe(run: Any, example: dict[str, np.ndarray], src: sources.Source) -> np.ndarray:
-    """Run the source model once on the example rows: a wrong input shape fails here, fast."""
+    """Run the source model once on the example rows (its first output): a wrong input shape fails here."""
     try:
-        return np.asarray(run(*example.values()))
+        return np.asarray(run(*example.values())[0])
     except Exception as exc:
         shapes = ", ".join(f"'{k}' {list(v.shape)} {v.dtype}" for k, v in example.items())
         raise OptimizeError(f"shape mismatch: the model rejects input {shapes}: {_first(exc)}") from None

@@ -56,6 +56,13 @@ class ExportSpec(_Frozen):
         description="Per-input shape without the batch dimension. Only needed when no data is given; "
         "when data is given it must agree.",
     )
+    dynamic_sequence: bool | Literal["auto"] = Field(
+        "auto",
+        description="Export axis 1 of the inputs that carry a sequence as a dynamic dimension. auto: where "
+        "the data shows one (a padding mask, or validation and calibration of different lengths), "
+        "falling back to the data's length, with the reason in the report, if the export cannot take "
+        "other lengths; true: the same, but such a failure fails the build; false: the data's length.",
+    )
 
 
 class GraphSpec(_Frozen):
@@ -99,9 +106,11 @@ class GateSpec(_Frozen):
 
     Which thresholds apply depends on the task (optimize.fidelity): classification and sequence use
     the argmax agreement (and the top-1 drop when labels are given), embedding the cosine similarity,
-    regression the relative error. "auto" infers the task from the data and the output."""
+    regression the relative error. "auto" infers the task from the data and the output. A model with
+    several outputs is gated on each; `task` may then name one per output ({output_0: classification,
+    output_1: regression}; outputs left out are inferred)."""
 
-    task: Task = "auto"
+    task: Task | dict[str, Task] = "auto"
     max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Top-1 drop allowed, as a fraction.")
     min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="Argmax agreement with the source model.")
     min_cosine: float = Field(0.99, ge=-1.0, le=1.0, description="Embedding: mean cosine similarity to the source.")

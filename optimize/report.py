@@ -86,6 +86,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"- size: {size['source'] / 1e6:.2f} MB -> {size['optimized'] / 1e6:.2f} MB (ratio {report['size_ratio']:.3f})",
         *_fidelity_lines(report),
         *_int8_lines(report),
+        *_sequence_lines(report.get("sequence")),
         f"- sparsity of prunable weights: {report['sparsity']:.3f}",
         "",
         "| batch | baseline p50 ms | baseline p99 ms | optimized p50 ms | optimized p99 ms | p50 ratio |",
@@ -106,6 +107,16 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"{report['recipe']['benchmark']['threads']} threads each, each in its own process.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sequence_lines(seq: dict[str, Any] | None) -> list[str]:
+    if not seq:
+        return []
+    inputs = ", ".join(f"`{n}`" for n in seq["inputs"])
+    if seq["dynamic"]:
+        return [f"- sequence length: dynamic on {inputs} ({seq['evidence']}; checked against the source at "
+                f"{seq['checked_at']} steps)"]  # fmt: skip
+    return [f"- sequence length: fixed at {seq['length']} on {inputs} ({seq['evidence']}, but {seq['reason']})"]
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -154,11 +165,19 @@ def chart(report: dict[str, Any], path: Path) -> None:
 def _fidelity_lines(report: dict[str, Any]) -> list[str]:
     """The task (and why), each gate check, the top-1 figures when labels were given."""
     acc, fid = report["accuracy"], report["fidelity"]
-    lines = [f"- fidelity: {fid['task']} ({fid['task_reason']})"]
-    for check in fid["checks"]:
-        bound = ">=" if check["kind"] == "min" else "<="
-        lines.append(f"  - {fidelity.label(check['metric'], acc)}: {check['value']:.4f} "
-                     f"(gate {bound} {check['threshold']:g}: {'pass' if check['passed'] else 'FAIL'})")  # fmt: skip
+    outputs = fid.get("outputs") or [{"name": None, "task": fid["task"], "task_reason": fid["task_reason"]}]
+    several = len(outputs) > 1
+    lines = []
+    for out in outputs:
+        which = f" of `{out['name']}`" if several else ""
+        lines.append(f"- fidelity{which}: {out['task']} ({out['task_reason']})")
+        for check in fid["checks"]:
+            if several and check.get("output") != out["name"]:
+                continue
+            bound = ">=" if check["kind"] == "min" else "<="
+            name = check.get("label") or fidelity.label(check["metric"], acc)
+            lines.append(f"  - {name}: {check['value']:.4f} "
+                         f"(gate {bound} {check['threshold']:g}: {'pass' if check['passed'] else 'FAIL'})")  # fmt: skip
     if acc.get("baseline") is not None:
         lines.append(f"- top-1: {acc['baseline'] * 100:.2f}% -> {acc['optimized'] * 100:.2f}%")
     if fid.get("note"):

@@ -33,8 +33,9 @@ def ort_session(path: Path, threads: int, spin: bool = True) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def ort_runner(sess: Any, names: list[str]) -> Any:
-    """A callable taking arrays in the model's input order, returning the first output.
+def ort_runner(sess: Any, names: list[str], all_outputs: bool = False) -> Any:
+    """A callable taking arrays in the model's input order, returning the first output (every output,
+    in the graph's order, with all_outputs).
 
     Data rows are matched to ONNX inputs by position: the exporters keep the
     forward() argument order, and some renumber names.
@@ -49,21 +50,39 @@ def ort_runner(sess: Any, names: list[str]) -> Any:
             s.name: (a.astype(t, copy=False) if t is not None else a)
             for s, t, a in zip(specs, dtypes, arrays, strict=True)
         }
-        return sess.run(None, feed)[0]
+        outs = sess.run(None, feed)
+        return outs if all_outputs else outs[0]
 
     return run
 
 
-def torch_runner(module: Any) -> Any:
+def torch_output_names(module: Any, arrays: list[np.ndarray]) -> list[str] | None:
+    """Names for a torch model's outputs when it returns a dict or a Hugging Face ModelOutput: its keys,
+    in the exporters' order (a nested tuple adds its index: `hidden_states_0`); None for a tensor or a
+    tuple, which have no names of their own."""
     import torch
+    from torch.utils import _pytree
 
-    def run(*arrays: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+    leaves = [(path, t) for path, t in _pytree.tree_flatten_with_path(out)[0] if isinstance(t, torch.Tensor)]
+    if not leaves or not all(path and isinstance(path[0], _pytree.MappingKey) for path, _ in leaves):
+        return None
+    names = ["_".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in path) for path, _ in leaves]
+    return names if len(set(names)) == len(names) else None
+
+
+def torch_runner(module: Any, all_outputs: bool = False) -> Any:
+    """Like ort_runner, for a torch module. Its outputs are flattened as the ONNX exporters flatten them
+    (tuples, lists, dicts and Hugging Face ModelOutputs in order, None left out), so output i here is
+    output i of the export."""
+    import torch
+    from torch.utils import _pytree
+
+    def run(*arrays: np.ndarray) -> Any:
         with torch.no_grad():  # not inference_mode: TorchScript can trip on inference tensors
             out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if isinstance(out, dict):
-            out = next(iter(out.values()))
-        return out.detach().float().numpy()
+        leaves = [t.detach().float().numpy() for t in _pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        return leaves if all_outputs else leaves[0]
 
     return run

@@ -67,6 +67,9 @@ class Source:
     format: Format
     model: Any  # nn.Module, ScriptModule, ExportedProgram, or onnx.ModelProto
     input_names: list[str]
+    # forward() arguments with a default (a Hugging Face model's token_type_ids, position_ids, ...): data may
+    # leave off any trailing run of them, and the model is then run and exported without them.
+    optional_inputs: frozenset[str] = frozenset()
 
     @property
     def is_torch(self) -> bool:
@@ -143,12 +146,12 @@ def load(path: Path, factory: str | None = None) -> Source:
     except RuntimeError as exc:
         raise OptimizeError(f"state_dict '{path}' does not fit factory '{factory}': {_first(exc)}") from None
     module.eval()
-    names = [
-        p.name
-        for p in inspect.signature(module.forward).parameters.values()
+    params = [
+        p for p in inspect.signature(module.forward).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return Source(path, fmt, module, names)
+    ]  # fmt: skip
+    optional = frozenset(p.name for p in params if p.default is not inspect.Parameter.empty)
+    return Source(path, fmt, module, [p.name for p in params], optional)
 
 
 # Where training scripts keep the model's weights inside a checkpoint dict, most common first.

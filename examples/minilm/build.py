@@ -6,7 +6,7 @@ a given Python; validation and calibration sets are disjoint. Tokenized with the
 tokenizer.json, truncated and padded to SEQ_LEN tokens.
 
 python -m examples.minilm.build --out examples/minilm/build [--force] writes
-model.pt2 (torch.export, dynamic batch; inputs input_ids and attention_mask, output [batch, 384]
+model.pt2 (torch.export, dynamic batch and sequence length; inputs input_ids and attention_mask, output [batch, 384]
 unit vectors), validation.npz and calibration.npz (int64 input_ids and attention_mask, no labels)
 and sentences.json (the text behind each set).
 """

@@ -42,8 +42,10 @@ def pretrained(path: Path | None = None) -> SentenceEmbedder:
     return SentenceEmbedder(encoder).eval()
 
 
-def export(model: nn.Module, example: tuple[Tensor, ...], out: Path) -> None:
-    """Save as a torch.export program whose batch dimension is dynamic (sequence length stays fixed)."""
+def export(model: SentenceEmbedder, example: tuple[Tensor, ...], out: Path) -> None:
+    """Save as a torch.export program whose batch and sequence length are dynamic (up to the encoder's
+    position table), as a tokenizer's batches vary in both."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example))
+    steps = torch.export.Dim("sequence", min=1, max=model.encoder.config.max_position_embeddings)
+    program = torch.export.export(model, example, dynamic_shapes=tuple({0: batch, 1: steps} for _ in example))
     torch.export.save(program, str(out))

@@ -49,6 +49,19 @@ def bert() -> SentenceEmbedder:
     return SentenceEmbedder(BertModel(cfg, add_pooling_layer=False)).eval()
 
 
+def bert_model() -> nn.Module:
+    """A plain transformers BertModel, pooler included, as users load it: its forward takes optional
+    token_type_ids, position_ids, ... after input_ids and attention_mask, and it returns a ModelOutput
+    of two tensors (last_hidden_state [batch, T, H], pooler_output [batch, H])."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                     intermediate_size=FFN, max_position_embeddings=MAX_POSITIONS, pad_token_id=BERT_TOKENS.pad,
+                     initializer_range=INIT_RANGE)  # fmt: skip
+    return BertModel(cfg).eval()
+
+
 def distilbert() -> SentenceEmbedder:
     from transformers import DistilBertConfig, DistilBertModel
 

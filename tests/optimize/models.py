@@ -141,3 +141,70 @@ class TimeMajorTagger(nn.Module):
 def build_time_major_tagger() -> TimeMajorTagger:
     torch.manual_seed(3)
     return TimeMajorTagger().eval()
+
+
+class ThreeHeads(nn.Module):
+    """One trunk, three outputs of different layouts and tasks, returned as a dict (the dynamo exporter
+    keeps the order): class scores [batch, C], time-major per-step scores [T, batch, C] and one
+    regression value per row [batch, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU())
+        self.classes = nn.Linear(64, CLASSES)
+        self.steps = nn.Linear(64, SEQ_STEPS * SEQ_CLASSES)
+        self.value = nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.trunk(x)
+        steps = self.steps(h).reshape(-1, SEQ_STEPS, SEQ_CLASSES).transpose(0, 1)
+        return {"logits": self.classes(h), "steps": steps, "value": self.value(h)}
+
+
+def build_three_heads() -> ThreeHeads:
+    torch.manual_seed(5)
+    return ThreeHeads().eval()
+
+
+class AsTuple(nn.Module):
+    """A dict-returning model's values as a tuple (what the TorchScript exporter can take)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(x).values())
+
+
+TOKENS, TOKEN_STEPS = 32, 12
+
+
+class FlatTokens(nn.Module):
+    """Token ids and a padding mask in, one linear layer over the flattened [steps x width] embeddings:
+    it takes one sequence length only (the Linear's input size fixes it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(TOKENS, 8)
+        self.head = nn.Linear(TOKEN_STEPS * 8, CLASSES)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return self.head(h.flatten(1))
+
+
+def build_flat_tokens() -> FlatTokens:
+    torch.manual_seed(2)
+    return FlatTokens().eval()
+
+
+def token_batch(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Right-padded ids and their mask, rows of 2 to TOKEN_STEPS tokens."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((n, TOKEN_STEPS), np.int64)
+    mask = np.zeros((n, TOKEN_STEPS), np.int64)
+    for i, length in enumerate(rng.integers(2, TOKEN_STEPS + 1, n)):
+        ids[i, :length] = rng.integers(1, TOKENS, length)
+        mask[i, :length] = 1
+    return {"input_ids": ids, "attention_mask": mask}

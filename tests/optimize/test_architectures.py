@@ -91,6 +91,16 @@ def test_a_transformers_encoder_as_a_sentence_embedder_builds_int8(tmp_path, nam
 
     assert report["recipe"]["quantize"]["mode"] == "dynamic_int8"
     assert [(i["name"], i["dtype"]) for i in report["inputs"]] == [("input_ids", "int64"), ("attention_mask", "int64")]
+    # Padded token data: the sequence length is dynamic, checked at half the data's. BERT's .pt2 was saved
+    # with a dynamic batch only, and its graph keeps the length it was traced at: that is reported.
+    sequence = report["sequence"]
+    assert sequence["inputs"] == ["input_ids", "attention_mask"] and "padding mask" in sequence["evidence"]
+    if name == "bert":
+        assert not sequence["dynamic"] and "the .pt2 program was traced at fixed shapes" in sequence["reason"]
+        assert [i["shape"] for i in report["inputs"]] == [[None, arch.SEQ_LEN]] * 2
+    else:
+        assert sequence["dynamic"] and sequence["checked_at"] == arch.SEQ_LEN // 2, sequence
+        assert [i["shape"] for i in report["inputs"]] == [[None, None]] * 2
     assert report["outputs"][0]["shape"] == [None, arch.HIDDEN]
     # Attention fused and quantized in every layer; the projections and FFN are int8 matmuls.
     assert report["contrib_ops"].get("QAttention") == arch.LAYERS, report["contrib_ops"]
@@ -99,6 +109,51 @@ def test_a_transformers_encoder_as_a_sentence_embedder_builds_int8(tmp_path, nam
     _check_int8_embedding_table(tmp_path / "out" / "model.onnx", arch.VOCAB, arch.HIDDEN)
     _check_embedding_fidelity(report)
     _check_padding_is_masked(tmp_path / "out" / "model.onnx", val, tokens.first_word, arch.VOCAB)
+
+
+def test_a_plain_bert_model_builds_with_both_outputs_judged_and_any_sequence_length(tmp_path):
+    """transformers' BertModel as users load it, pooler included: optional forward arguments the data
+    leaves out (token_type_ids, position_ids, ...), a ModelOutput of two tensors, and an embedding task
+    that has to be named (the hidden states are rank 3, which the rule takes for per-step classes)."""
+    import onnxruntime as ort
+    import torch
+
+    from optimize.recipe import GateSpec
+
+    model = arch.bert_model()
+    torch.save(model.state_dict(), tmp_path / "bert.pt")
+    val = arch.token_data(160, seed=1, tokens=arch.BERT_TOKENS)
+    arch.save_npz(tmp_path / "validation.npz", val)
+    arch.save_npz(tmp_path / "calibration.npz", arch.token_data(32, seed=2, tokens=arch.BERT_TOKENS))
+
+    report = build(tmp_path / "bert.pt", fast_recipe(gate=GateSpec(task="embedding")), tmp_path / "out",
+                   tmp_path / "validation.npz", tmp_path / "calibration.npz",
+                   factory="tests.optimize.architectures:bert_model")  # fmt: skip
+
+    assert [(i["name"], i["shape"]) for i in report["inputs"]] == [("input_ids", [None, None]),
+                                                                   ("attention_mask", [None, None])]  # fmt: skip
+    assert [(o["name"], o["shape"]) for o in report["outputs"]] == [
+        ("last_hidden_state", [None, None, arch.HIDDEN]), ("pooler_output", [None, arch.HIDDEN])
+    ]  # fmt: skip
+    fidelity = report["fidelity"]
+    assert [(o["name"], o["task"]) for o in fidelity["outputs"]] == [("last_hidden_state", "embedding"),
+                                                                     ("pooler_output", "embedding")]  # fmt: skip
+    checks = {(c["output"], c["metric"]): c for c in fidelity["checks"]}
+    assert len(checks) == 4 and all(c["passed"] for c in checks.values())
+    assert checks[("pooler_output", "cosine_mean")]["value"] >= MIN_COSINE
+    assert report["contrib_ops"].get("QAttention") == arch.LAYERS, report["contrib_ops"]
+    assert report["size_ratio"] <= ENCODER_SIZE_RATIO
+
+    # Other lengths than the data's give what the source gives for them.
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for length in (9, 20):
+        short = {k: np.ascontiguousarray(v[:24, :length]) for k, v in val.items()}
+        hidden, pooled = session.run(None, short)
+        with torch.no_grad():
+            expected = model(*(torch.from_numpy(v) for v in short.values())).pooler_output.numpy()
+        assert hidden.shape == (24, length, arch.HIDDEN)
+        cosine = (pooled * expected).sum(1) / np.linalg.norm(pooled, axis=1) / np.linalg.norm(expected, axis=1)
+        assert cosine.min() >= 0.95, (length, cosine.min())
 
 
 def test_a_time_major_gru_tagger_builds_and_is_validated_per_step(tmp_path):
@@ -228,6 +283,8 @@ def test_minilm_int8_meets_the_issue_targets(minilm, tmp_path):
     _check_int8_embedding_table(tmp_path / "out" / "model.onnx", config["vocab_size"], config["hidden_size"])
     assert report["size_ratio"] <= MINILM_SIZE_RATIO
     _check_embedding_fidelity(report)
+    assert report["sequence"]["dynamic"], report["sequence"]  # the example's .pt2 has a sequence Dim
+    assert [i["shape"] for i in report["inputs"]] == [[None, None]] * 2
     with np.load(minilm / "validation.npz") as npz:
         val = {k: npz[k] for k in ("input_ids", "attention_mask")}
     _check_padding_is_masked(tmp_path / "out" / "model.onnx", val, 1000, config["vocab_size"])  # ids from 1000: words

@@ -196,3 +196,114 @@ def test_a_time_major_sequence_model_from_a_training_checkpoint_builds(tmp_path)
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {session.get_inputs()[0].name: x[:3]})
     assert out.shape == (models.SEQ_STEPS, 3, models.SEQ_CLASSES)  # the layout is kept, batch on axis 1
+
+
+def _three_heads(tmp_path, fmt):
+    """ThreeHeads as a state_dict (dynamo export), or traced to TorchScript returning a tuple (its exporter
+    takes no dicts), with validation data."""
+    import torch
+
+    from tests.optimize import models
+
+    model = models.build_three_heads()
+    if fmt == "state_dict":
+        source, factory = tmp_path / "heads.pt", "tests.optimize.models:build_three_heads"
+        torch.save({"state_dict": model.state_dict()}, source)
+    else:
+        source, factory = tmp_path / "heads.ts", None
+        torch.jit.trace(models.AsTuple(model), torch.zeros(2, models.FEATURES)).save(str(source))
+    x, y = models.mlp_data(100, seed=1)
+    np.savez(tmp_path / "validation.npz", x=x, y=y)
+    return source, factory, tmp_path / "validation.npz"
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+def test_each_of_several_outputs_is_named_kept_in_its_layout_and_judged_by_its_own_task(tmp_path, fmt):
+    import onnxruntime as ort
+
+    from tests.optimize import models
+
+    source, factory, val = _three_heads(tmp_path, fmt)
+    report = build(source, fast_recipe(), tmp_path / "out", val, factory=factory)
+
+    # Named by the model's dict keys (numbered for a tuple), each with its batch axis where the model keeps it.
+    names = ["logits", "steps", "value"] if fmt == "state_dict" else ["output_0", "output_1", "output_2"]
+    logits, steps, value = names
+    assert [(o["name"], o["shape"]) for o in report["outputs"]] == [
+        (logits, [None, models.CLASSES]), (steps, [models.SEQ_STEPS, None, models.SEQ_CLASSES]), (value, [None, 1]),
+    ]  # fmt: skip
+    fidelity = report["fidelity"]
+    assert [(o["name"], o["task"]) for o in fidelity["outputs"]] == [
+        (logits, "classification"), (steps, "sequence"), (value, "regression")
+    ]  # fmt: skip
+    by_output = {(c["output"], c["metric"]): c for c in fidelity["checks"]}
+    # Labels score the first output only.
+    assert set(by_output) == {(logits, "agreement"), (logits, "top1_drop"), (steps, "agreement"),
+                              (value, "relative_error")}  # fmt: skip
+    assert all(c["passed"] for c in by_output.values())
+    assert 0 < by_output[(value, "relative_error")]["value"] < 0.05
+    assert by_output[(logits, "agreement")]["value"] == report["accuracy"]["agreement"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"fidelity of `{steps}`: sequence" in summary and "per-step argmax agreement" in summary
+
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.load(val)["x"][:3]
+    shapes = [a.shape for a in session.run(names, {"x": x})]
+    assert shapes == [(3, models.CLASSES), (models.SEQ_STEPS, 3, models.SEQ_CLASSES), (3, 1)]
+
+
+def test_a_gate_missed_by_one_of_several_outputs_names_that_output(tmp_path):
+    source, factory, val = _three_heads(tmp_path, "state_dict")
+    strict = GateSpec(min_agreement=0.5, max_accuracy_drop=1.0, max_relative_error=1e-6)  # int8 moves `value`
+    with pytest.raises(GateFailed, match=r"accuracy gate failed: value: relative error [0-9.]+ is above "
+                                         r"gate.max_relative_error 0.0000 .*nothing was published"):  # fmt: skip
+        build(source, fast_recipe(gate=strict), tmp_path / "out", val, factory=factory)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_gate_task_per_output(tmp_path):
+    source, factory, val = _three_heads(tmp_path, "state_dict")
+    gate = GateSpec(min_agreement=0.5, max_accuracy_drop=1.0, min_cosine=0.9, min_cosine_worst=0.5,
+                    task={"logits": "embedding"})  # fmt: skip
+    report = build(source, fast_recipe(gate=gate), tmp_path / "out", val, factory=factory)
+    tasks = {o["name"]: (o["task"], o["task_reason"]) for o in report["fidelity"]["outputs"]}
+    assert tasks["logits"] == ("embedding", "stated in the recipe (gate.task)")
+    assert tasks["steps"][0] == "sequence" and tasks["steps"][1].startswith("inferred")
+    assert {c["metric"] for c in report["fidelity"]["checks"] if c["output"] == "logits"} == {"cosine_mean",
+                                                                                            "cosine_min"}  # fmt: skip
+
+    wrong = GateSpec(task={"scores": "classification"})
+    with pytest.raises(OptimizeError, match=r"gate.task names output\(s\) \['scores'\] the model does not have; "
+                                            r"its outputs are \['logits', 'steps', 'value'\]"):  # fmt: skip
+        build(source, fast_recipe(gate=wrong), tmp_path / "bad", val, factory=factory)
+    assert leftovers(tmp_path, "bad") == []
+
+
+def _flat_tokens(tmp_path):
+    import torch
+
+    from tests.optimize import models
+
+    torch.save(models.build_flat_tokens().state_dict(), tmp_path / "flat.pt")
+    np.savez(tmp_path / "validation.npz", **models.token_batch(64, seed=1))
+    return tmp_path / "flat.pt", tmp_path / "validation.npz", "tests.optimize.models:build_flat_tokens"
+
+
+def test_a_model_that_takes_one_length_only_keeps_the_datas_and_says_why(tmp_path):
+    from tests.optimize import models
+
+    source, val, factory = _flat_tokens(tmp_path)
+    report = build(source, fast_recipe(), tmp_path / "out", val, factory=factory)
+    seq = report["sequence"]
+    assert seq["inputs"] == ["input_ids", "attention_mask"] and "padding mask" in seq["evidence"]
+    assert seq["dynamic"] is False and seq["reason"], seq
+    assert [i["shape"] for i in report["inputs"]] == [[None, models.TOKEN_STEPS]] * 2
+    assert f"sequence length: fixed at {models.TOKEN_STEPS}" in (tmp_path / "out" / "summary.md").read_text()
+
+    required = fast_recipe(export=ExportSpec(dynamic_sequence=True))
+    with pytest.raises(OptimizeError, match=r"export.dynamic_sequence is true, but "):
+        build(source, required, tmp_path / "strict", val, factory=factory)
+    assert leftovers(tmp_path, "strict") == []
+
+    off = build(source, fast_recipe(export=ExportSpec(dynamic_sequence=False)), tmp_path / "off", val, factory=factory)
+    assert off["sequence"] is None and off["digest"] == report["digest"]

@@ -135,12 +135,21 @@ def test_fp16_is_valid_and_runs_on_ort_cpu(fp32_onnx, mlp, tmp_path):
 
 
 def test_the_batch_axis_is_the_one_that_follows_the_rows():
-    from optimize.validate import batch_axis
+    from optimize.validate import batch_axes
 
     example = {"x": np.zeros((2, 12, 8), np.float32)}
-    assert batch_axis(lambda x: np.zeros((len(x), 5)), example) == 0
-    assert batch_axis(lambda x: np.zeros((12, len(x), 5)), example) == 1  # time-major
+    assert batch_axes(lambda x: [np.zeros((len(x), 5))], example) == [0]
+    assert batch_axes(lambda x: [np.zeros((12, len(x), 5))], example) == [1]  # time-major
     with pytest.raises(OptimizeError, match="cannot tell the batch axis"):
-        batch_axis(lambda x: np.zeros((5,)), example)  # reduces the batch away
-    with pytest.raises(OptimizeError, match="rank changes"):
-        batch_axis(lambda x: np.zeros((len(x),) * len(x)), example)
+        batch_axes(lambda x: [np.zeros((5,))], example)  # reduces the batch away
+    with pytest.raises(OptimizeError, match="changes with the batch size"):
+        batch_axes(lambda x: [np.zeros((len(x),) * len(x))], example)
+
+
+def test_each_output_has_its_own_batch_axis_and_a_bad_one_is_named():
+    from optimize.validate import batch_axes
+
+    example = {"x": np.zeros((2, 12, 8), np.float32)}
+    assert batch_axes(lambda x: [np.zeros((len(x), 5)), np.zeros((12, len(x), 3))], example) == [0, 1]
+    with pytest.raises(OptimizeError, match=r"batch axis of output 1 \(of 2\)"):
+        batch_axes(lambda x: [np.zeros((len(x), 5)), np.zeros((7,))], example)
