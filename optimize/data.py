@@ -44,10 +44,11 @@ def load(path: Path, input_names: list[str], role: str, optional: frozenset[str]
         raise OptimizeError(f"{role} data '{path}' is not a readable .npz file: {exc}") from None
     labels = arrays.pop("y", None)
     if "x" in arrays and len(arrays) == 1:
-        if len([n for n in input_names if n not in optional]) > 1:
+        required = [n for n in input_names if n not in optional]
+        if len(required) > 1:
             raise OptimizeError(
-                f"{role} data '{path}' has a single array 'x' but the model takes {len(input_names)} inputs "
-                f"({', '.join(input_names)}); store one array per input name"
+                f"{role} data '{path}' has a single array 'x' but the model takes {len(required)} inputs "
+                f"({', '.join(required)}); store one array per input name"
             )
         inputs = {input_names[0]: arrays["x"]}
     else:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from optimize.errors import OptimizeError
+from optimize.sources import _first
 
 AXIS = 1
 CHECK_ROWS = 16
@@ -92,7 +93,7 @@ def verify(run_source: Any, run_export: Any, feeds: dict[str, np.ndarray], axes:
     try:
         got = run_export(*short.values())
     except Exception as exc:
-        raise OptimizeError(f"the exported graph rejects {check_length(axes.length)} steps: {_line(exc)}") from None
+        raise OptimizeError(f"the exported graph rejects {check_length(axes.length)} steps: {_first(exc)}") from None
     want = run_source(*short.values())
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
@@ -104,7 +105,3 @@ def verify(run_source: Any, run_export: Any, feeds: dict[str, np.ndarray], axes:
             raise OptimizeError(f"at {check_length(axes.length)} steps output {k} differs from the source's "
                                 f"(relative error {error:.2g}): the export fixed the length somewhere")  # fmt: skip
 
-
-def _line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
