@@ -7,6 +7,8 @@
 # The tag is a content key (suite, package list, mirror, this script), so a second run on the same machine
 # finds it with `docker image inspect` and does nothing (about 0.1 s). Prints the image reference on stdout.
 # It is also tagged $repo:bookworm-py311 (what Pulumi.local.yaml builds on), moved to the newest build.
+#   scripts/base-image.sh            find or build it (`make base-image`: debootstrap reaches Debian's mirror)
+#   scripts/base-image.sh --cached   find it, never build: what tests call (they reach no package mirror)
 #   BASE_IMAGE_REPO  repository name (default modelstack-base)
 #   DEBIAN_MIRROR    debootstrap mirror (default http://deb.debian.org/debian)
 # Needs root (debootstrap), a running engine (scripts/start-dockerd.sh) and debootstrap
@@ -34,6 +36,10 @@ done
 PATH=$PATH:/usr/sbin:/sbin
 
 found && exit 0
+if [[ ${1:-} == --cached ]]; then
+    echo "base-image: $ref is not in the Docker engine; run \`make base-image\`" >&2
+    exit 1
+fi
 
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"

@@ -4,7 +4,8 @@
     python scripts/lock.py --check    exit 1 naming each lock that differs from a fresh resolution
 
 uv resolves; EXCLUDE_NEWER makes a resolution repeatable (only files uploaded before it count), so
-`--check` (run by tests/test_locks.py) proves each committed lock is exactly what its input gives.
+`--check` (`make lock-check`; .github/workflows/locks.yml runs `make lock` weekly) says whether each
+committed lock is still exactly what its input gives. Not a test: the index moves on its own.
 To take newer releases, move EXCLUDE_NEWER forward and run `make lock`.
 """
 

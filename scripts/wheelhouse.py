@@ -1,7 +1,7 @@
 """Download the serving image's wheels (its CPU lock, for cp311 manylinux x86_64) into a directory, for
 builds that cannot reach a package index (the `image.wheelhouse` stack key, the container test).
 
-    python scripts/wheelhouse.py [DIR]      default .cache/wheelhouse/serving-cpu
+    python scripts/wheelhouse.py [DIR]      default .cache/wheelhouse/serving-cpu (`make wheelhouse`)
 
 Idempotent: DIR records a key over the lock and the platforms; while it matches, nothing is downloaded.
 A new download goes to a staging directory that replaces DIR only when complete. pip checks every wheel
@@ -33,6 +33,15 @@ def key() -> str:
 
 def is_current(out: Path) -> bool:
     return (out / KEY_FILE).is_file() and (out / KEY_FILE).read_text() == key()
+
+
+def require(out: Path = DEFAULT_DIR) -> Path:
+    """``out`` when it holds the current lock's wheels; else exit naming the install step. Tests call
+    this, never ``fill``: installing may reach the package index, a test may not."""
+    if not is_current(out):
+        raise SystemExit(f"wheelhouse: {out.relative_to(REPO) if out.is_relative_to(REPO) else out} is missing "
+                         f"or older than {LOCK.relative_to(REPO)}; run `make wheelhouse`")
+    return out
 
 
 def fill(out: Path = DEFAULT_DIR) -> Path:

@@ -20,6 +20,8 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SCRIPTS = sorted((REPO / "scripts" / "ci").glob("*.sh"))
 PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[^@\s]+)?@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"uses:\s*(\S+)\s+#\s*v\d+\.\d+\.\d+\s*$")
+# The scripts that write to pull requests: the preview comment, the lock refresh's pull request.
+PR_WRITERS = ("scripts/ci/comment.sh", "scripts/ci/lock-pr.sh")
 SCRIPT_CALL = re.compile(r"^(scripts/ci/[A-Za-z0-9_.-]+\.sh|make)( |$)")
 
 BAD_WORKFLOW = """\
@@ -124,8 +126,8 @@ def problems(text: str) -> list[str]:
         runs = [s.get("run", "") for s in steps if "run" in s]
         if perms.get("id-token") == "write" and not any("configure-aws-credentials" in u for u in uses):
             out.append(f"job {name}: id-token: write without AWS credentials")
-        if perms.get("pull-requests") == "write" and not any("comment.sh" in r for r in runs):
-            out.append(f"job {name}: pull-requests: write without posting a comment")
+        if perms.get("pull-requests") == "write" and not any(s in r for r in runs for s in PR_WRITERS):
+            out.append(f"job {name}: pull-requests: write without posting a comment or opening a pull request")
         for step in steps:
             if step.get("uses", "").startswith("actions/checkout@") and \
                     (step.get("with") or {}).get("persist-credentials") is not False:
@@ -162,7 +164,7 @@ def test_the_rules_catch_a_bad_workflow() -> None:
     assert any("does work outside scripts/ci or make" in p for p in found)
     assert "job build: scripts/ci/missing.sh is missing or not executable" in found
     assert "job sneaky: id-token: write without AWS credentials" in found
-    assert "job sneaky: pull-requests: write without posting a comment" in found
+    assert "job sneaky: pull-requests: write without posting a comment or opening a pull request" in found
 
 
 def test_pull_request_workflow_shape() -> None:
@@ -176,6 +178,15 @@ def test_pull_request_workflow_shape() -> None:
     assert "action != 'closed'" in jobs["pr-stack"]["if"] and "action != 'closed'" in jobs["preview"]["if"]
     assert "pull-requests" not in jobs["preview"]["permissions"]  # the job running project code cannot write
     assert jobs["comment"]["needs"] == "preview"
+
+
+def test_locks_workflow_refreshes_weekly_through_a_pull_request() -> None:
+    doc = yaml.safe_load((REPO / ".github" / "workflows" / "locks.yml").read_text())
+    assert doc[True]["schedule"] and "workflow_dispatch" in doc[True]
+    (job,) = doc["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert "environment" not in job  # it runs main's code only and reads no stack secrets
+    assert [s["run"] for s in job["steps"] if "run" in s] == ["scripts/ci/lock-pr.sh"]
 
 
 def test_main_workflow_promotes_to_prod_after_dev() -> None:

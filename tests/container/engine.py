@@ -2,7 +2,8 @@
 
 No registry can be reached here, so nothing is pulled: the base image comes from scripts/base-image.sh
 (debootstrap + ``docker import``, cached in the engine by a content key), the wheels from a host-side
-``pip download`` (scripts/wheelhouse.py, kept while the image lock is unchanged), and the build
+``pip download`` (scripts/wheelhouse.py, kept while the image lock is unchanged), both made by `make test`
+before the tests run (`make base-image`, `make wheelhouse`), and the build
 uses BuildKit, which builds only the stages the target needs (the classic builder would also build
 the GPU stage and try to pull the CUDA base image).
 """
@@ -61,17 +62,18 @@ def ensure_engine() -> bool:
 
 
 def base_image() -> str:
-    """The debootstrap base image's reference, built on first use and reused by content key afterwards."""
-    proc = run([str(REPO / "scripts" / "base-image.sh")], timeout=600, check=False)
+    """The debootstrap base image's reference, which `make base-image` builds (debootstrap reaches Debian's
+    mirror: installing may, a test may not)."""
+    proc = run([str(REPO / "scripts" / "base-image.sh"), "--cached"], timeout=60, check=False)
     if proc.returncode != 0:
         pytest.fail(f"scripts/base-image.sh failed:\n{proc.stderr}{proc.stdout}", pytrace=False)
     return proc.stdout.strip().splitlines()[-1]
 
 
 def wheelhouse() -> Path:
-    """Binary wheels for the CPU image (cp311, manylinux x86_64), downloaded on the host once per lock."""
+    """Binary wheels for the CPU image (cp311, manylinux x86_64), which `make wheelhouse` downloads."""
     try:
-        return wheels.fill()
+        return wheels.require()
     except SystemExit as exc:
         pytest.fail(str(exc), pytrace=False)
 
