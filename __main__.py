@@ -109,6 +109,7 @@ pulumi.export("modelArtifact", model_artifact)
 for key, value in figures.items():  # sizeRatio, agreement, accuracyDelta, latency, task, cosine, relativeError
     pulumi.export(key, value)
 if monitoring is not None:
-    pulumi.export("grafanaUrl", monitoring.grafana_url)
-    pulumi.export("grafanaPortForward", monitoring.grafana_port_forward)
+    if monitoring.grafana_url is not None:  # the local stack runs no Grafana
+        pulumi.export("grafanaUrl", monitoring.grafana_url)
+        pulumi.export("grafanaPortForward", monitoring.grafana_port_forward)
     pulumi.export("prometheusUrl", monitoring.prometheus_url)

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from optimize.recipe import CpuTarget, Recipe, RecipeError, load_recipe
 
+from . import image_ref
 from .naming import dns_label, is_dns_label, stack_namespace
 from .release import SourceRelease, read_release
 
@@ -237,6 +238,10 @@ class MonitoringSection(_Section):
     latency_multiplier: float = Field(2.0, ge=1.0, le=100.0)
     chart_version: str | None = None
     namespace: str | None = None
+    # lightweight: the Prometheus image (REPO:TAG@sha256:..., or a tag on a loopback registry, looked up
+    # when the config is read) and whether Grafana runs beside it.
+    prometheus_image: str | None = Field(None, min_length=1, pattern=r"^\S+$")
+    grafana: bool = True
 
     _namespace = field_validator("namespace")(_check_dns_label)
 
@@ -401,6 +406,9 @@ def _check_combinations(cfg: StackConfig, own: dict[str, str], where: str) -> li
         out += _check_model(cfg, where)
     if cfg.monitoring.mode == "kube-prometheus-stack" and not cfg.monitoring.chart_version:
         out.append(f"{where}: {p}:monitoring.chartVersion: kube-prometheus-stack needs a pinned chart version")
+    if cfg.monitoring.mode != "lightweight" and (cfg.monitoring.prometheus_image or not cfg.monitoring.grafana):
+        out.append(f"{where}: {p}:monitoring: prometheusImage and grafana apply to mode 'lightweight', not "
+                   f"'{cfg.monitoring.mode}'; remove them")
     out += _missing_secrets(cfg, own, where)
     return out
 
@@ -468,7 +476,7 @@ def _check_scaling(cfg: StackConfig, where: str) -> list[str]:
 
 def _missing_secrets(cfg: StackConfig, own: dict[str, str], where: str) -> list[str]:
     needed = []
-    if cfg.monitoring.mode != "none":
+    if cfg.monitoring.mode != "none" and cfg.monitoring.grafana:
         needed.append(("grafanaAdminPassword", "the Grafana admin password"))
     if cfg.registry.type == "external" and cfg.registry.username:
         needed.append(("registryPassword", f"the password of {cfg.registry.username}@{cfg.registry.url}"))
@@ -562,7 +570,18 @@ def load_stack_config() -> StackConfig:
             release = read_release(cfg.promote.from_)
         except ValueError as exc:
             raise ConfigError([f"{stack_file(stack)}: {project}:promote.from: {exc}"]) from None
-    return replace(cfg, secrets=secrets, release=release)
+    return replace(cfg, secrets=secrets, release=release, monitoring=_pinned_images(cfg))
+
+
+def _pinned_images(cfg: StackConfig) -> MonitoringSection:
+    """The monitoring section with its Prometheus image pinned by digest (a loopback registry's tag looked up)."""
+    ref = cfg.monitoring.prometheus_image
+    if ref is None or image_ref.is_pinned(ref):
+        return cfg.monitoring
+    try:
+        return cfg.monitoring.model_copy(update={"prometheus_image": image_ref.pin(ref)})
+    except image_ref.ImageRefError as exc:
+        raise ConfigError([f"{stack_file(cfg.stack)}: {cfg.project}:monitoring.prometheusImage: {exc}"]) from None
 
 
 def _project_dir(engine_root: str | None) -> Path:

@@ -77,7 +77,8 @@ class MonitoringArgs:
     """The serving namespace (created by ModelService: pass it in `depends_on`)."""
     model_name: str
     instance: str
-    grafana_admin_password: pulumi.Input[str]
+    grafana_admin_password: pulumi.Input[str] | None
+    """Required while Grafana runs (`grafana`); unused without it."""
     benchmark_p99_ms: pulumi.Input[float]
     """The OptimizedModel's benchmarked p99 (ms); the latency alert tightens when the model gets faster."""
     availability_target: float = 0.999
@@ -89,6 +90,10 @@ class MonitoringArgs:
     monitoring_namespace: str | None = None
     version: str = "unversioned"
     kube_context: str | None = None
+    prometheus_image: str = PROMETHEUS_IMAGE
+    """lightweight: the image, pinned by digest (the config loader pins a loopback registry's tag)."""
+    grafana: bool = True
+    """lightweight: Grafana beside Prometheus (the local cluster has no Grafana image: it leaves it out)."""
     depends_on: Sequence[pulumi.Resource] = ()
 
     def __post_init__(self) -> None:
@@ -99,6 +104,10 @@ class MonitoringArgs:
                 raise ValueError(f"MonitoringArgs.{key} must be a DNS-1123 label, got {getattr(self, key)!r}")
         if not 0.9 <= self.availability_target < 1:
             raise ValueError(f"MonitoringArgs.availability_target must be in [0.9, 1), got {self.availability_target}")
+        if self.grafana and self.grafana_admin_password is None:
+            raise ValueError("MonitoringArgs.grafana_admin_password is required while Grafana runs")
+        if "@sha256:" not in self.prometheus_image:
+            raise ValueError(f"MonitoringArgs.prometheus_image must be pinned by digest, got {self.prometheus_image!r}")
         if self.latency_multiplier < 1 or self.latency_floor_s < 0:
             raise ValueError("MonitoringArgs.latency_multiplier must be >= 1 and latency_floor_s >= 0")
         if self.mode == "kube-prometheus-stack":
@@ -118,14 +127,15 @@ class MonitoringArgs:
             raise ValueError("monitoring.mode is 'none': build no Monitoring component")
         return cls(
             mode=m.mode, namespace=cfg.namespace, model_name=cfg.model_name, instance=cfg.namespace,
-            grafana_admin_password=cfg.secrets["grafanaAdminPassword"], benchmark_p99_ms=benchmark_p99_ms,
+            grafana_admin_password=cfg.secrets.get("grafanaAdminPassword"), benchmark_p99_ms=benchmark_p99_ms,
             availability_target=m.availability_target, latency_multiplier=m.latency_multiplier,
             # Dynamic batching may hold a request up to max_queue_delay_ms before it runs.
             latency_floor_s=SERVER_OVERHEAD_S + cfg.serving.max_queue_delay_ms / 1000.0,
             gpu=cfg.uses_gpu,
             gpu_scheduling=gpu_scheduling if gpu_scheduling and gpu_scheduling.node_selector else Scheduling.gpu(),
             chart_version=m.chart_version, monitoring_namespace=m.namespace, version=version,
-            kube_context=cfg.cluster.context, depends_on=tuple(depends_on),
+            kube_context=cfg.cluster.context, prometheus_image=m.prometheus_image or PROMETHEUS_IMAGE,
+            grafana=m.grafana, depends_on=tuple(depends_on),
         )
 
     def alert_params(self, benchmark_p99_ms: float) -> AlertParams:
@@ -190,8 +200,8 @@ def _sha(text: str) -> str:
 
 
 class Monitoring(pulumi.ComponentResource):
-    grafana_url: pulumi.Output[str]
-    grafana_port_forward: pulumi.Output[str]
+    grafana_url: pulumi.Output[str] | None  # None without Grafana
+    grafana_port_forward: pulumi.Output[str] | None
     prometheus_url: pulumi.Output[str]
     rules: pulumi.Output[str]
     latency_threshold_s: pulumi.Output[float]
@@ -206,16 +216,19 @@ class Monitoring(pulumi.ComponentResource):
         if args.gpu:
             self._dcgm_exporter()
         if args.mode == "lightweight":
-            prom_host, grafana_svc, grafana_ns, grafana_port = self._lightweight(params)
+            prom_host, grafana = self._lightweight(params)
         else:
-            prom_host, grafana_svc, grafana_ns, grafana_port = self._kube_prometheus_stack(params)
+            prom_host, grafana = self._kube_prometheus_stack(params)
         ctx = f"--context {args.kube_context} " if args.kube_context else ""
         self.prometheus_url = pulumi.Output.from_input(f"http://{prom_host}:{PROMETHEUS_PORT}")
-        self.grafana_url = pulumi.Output.from_input(
-            f"http://{grafana_svc}.{grafana_ns}.svc.cluster.local:{grafana_port}")
-        self.grafana_port_forward = pulumi.Output.from_input(
-            f"kubectl {ctx}-n {grafana_ns} port-forward svc/{grafana_svc} 3000:{grafana_port}"
-            " # then open http://localhost:3000")
+        self.grafana_url = self.grafana_port_forward = None
+        if grafana is not None:
+            grafana_svc, grafana_ns, grafana_port = grafana
+            self.grafana_url = pulumi.Output.from_input(
+                f"http://{grafana_svc}.{grafana_ns}.svc.cluster.local:{grafana_port}")
+            self.grafana_port_forward = pulumi.Output.from_input(
+                f"kubectl {ctx}-n {grafana_ns} port-forward svc/{grafana_svc} 3000:{grafana_port}"
+                " # then open http://localhost:3000")
         self.register_outputs({
             "grafana_url": self.grafana_url, "grafana_port_forward": self.grafana_port_forward,
             "prometheus_url": self.prometheus_url, "latency_threshold_s": self.latency_threshold_s,
@@ -230,7 +243,8 @@ class Monitoring(pulumi.ComponentResource):
 
     # ---- lightweight -------------------------------------------------------------------------------------
 
-    def _lightweight(self, params: pulumi.Output[AlertParams]) -> tuple[str, str, str, int]:
+    def _lightweight(self, params: pulumi.Output[AlertParams]) -> tuple[str, tuple[str, str, int] | None]:
+        """Prometheus (and Grafana unless left out) in the serving namespace: its host, Grafana's service."""
         a, n, ns = self._args, self._name, self._args.namespace
         prom_host = f"prometheus.{ns}.svc.cluster.local"
         sa = k8s.core.v1.ServiceAccount(f"{n}-prometheus-serviceaccount",
@@ -246,7 +260,7 @@ class Monitoring(pulumi.ComponentResource):
                                    data=data, opts=self._child)
         checksum = data.apply(lambda d: _sha(json.dumps(d, sort_keys=True)))
         self._deployment(
-            f"{n}-prometheus", "prometheus", PROMETHEUS_IMAGE, PROMETHEUS_PORT, PROMETHEUS_UID, checksum,
+            f"{n}-prometheus", "prometheus", a.prometheus_image, PROMETHEUS_PORT, PROMETHEUS_UID, checksum,
             args=[f"--config.file={CONFIG_DIR}/prometheus.yml", "--storage.tsdb.path=/prometheus",
                   "--storage.tsdb.retention.time=4d", "--web.listen-address=:9090"],
             probes=("/-/healthy", "/-/ready"), service_account=sa.metadata.name,
@@ -256,7 +270,10 @@ class Monitoring(pulumi.ComponentResource):
             resources=({"cpu": "100m", "memory": "256Mi"}, {"cpu": "1", "memory": "1Gi"}),
             ingress_from=selector_labels("grafana", a.instance),  # only Grafana queries it
         )
+        if not a.grafana:  # kubectl port-forward reaches Prometheus all the same (through the kubelet)
+            return prom_host, None
 
+        assert a.grafana_admin_password is not None  # checked in MonitoringArgs
         secret = k8s.core.v1.Secret(
             f"{n}-grafana-admin", metadata=self._meta("grafana-admin", ns, "monitoring"), type="Opaque",
             data=_admin_secret_data(a.grafana_admin_password), opts=self._child,
@@ -307,7 +324,7 @@ class Monitoring(pulumi.ComponentResource):
             resources=({"cpu": "50m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
             ingress_from={},  # any pod of the namespace
         )
-        return prom_host, "grafana", ns, GRAFANA_PORT
+        return prom_host, ("grafana", ns, GRAFANA_PORT)
 
     def _pod_reader(self, prefix: str, namespace: str, sa: k8s.core.v1.ServiceAccount,
                     after: pulumi.Resource | None = None) -> None:
@@ -385,10 +402,11 @@ class Monitoring(pulumi.ComponentResource):
 
     # ---- kube-prometheus-stack ---------------------------------------------------------------------------
 
-    def _kube_prometheus_stack(self, params: pulumi.Output[AlertParams]) -> tuple[str, str, str, int]:
+    def _kube_prometheus_stack(self, params: pulumi.Output[AlertParams]) -> tuple[str, tuple[str, str, int]]:
         a, n = self._args, self._name
         mns = a.monitoring_namespace
-        assert mns is not None and a.chart_version is not None  # checked in MonitoringArgs
+        # checked in MonitoringArgs
+        assert mns is not None and a.chart_version is not None and a.grafana_admin_password is not None
         ns = k8s.core.v1.Namespace(f"{n}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(
             name=mns,
             # node-exporter (part of the chart) needs hostNetwork/hostPID/hostPath: `privileged` is the
@@ -448,7 +466,7 @@ class Monitoring(pulumi.ComponentResource):
             data={DASHBOARD_FILE: dashboard.render(gpu=a.gpu)},
             opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(depends_on=[ns])),
         )
-        return f"{KPS_RELEASE}-prometheus.{mns}.svc.cluster.local", f"{KPS_RELEASE}-grafana", mns, 80
+        return f"{KPS_RELEASE}-prometheus.{mns}.svc.cluster.local", (f"{KPS_RELEASE}-grafana", mns, 80)
 
     # ---- GPU -----------------------------------------------------------------------------------------------
 

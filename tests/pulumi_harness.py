@@ -104,6 +104,12 @@ def _computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, 
     return {}
 
 
+def _mock_pin(ref: str, timeout_s: float = 5.0) -> str:
+    """A loopback registry tag pinned as if the registry had answered (image_ref is tested on its own
+    against a real registry): the fast layer runs with no cluster."""
+    return ref if "@sha256:" in ref else f"{ref}@sha256:{hashlib.sha256(ref.encode()).hexdigest()}"
+
+
 def _mock_context(_args: Any, digest: str) -> str:
     """ServingImage's build context without fetching an artifact (the real one is tested on its own)."""
     return str(ROOT / ".modelstack" / "mock-contexts" / digest[:16])
@@ -192,14 +198,16 @@ def run_program(
     for key, value in (secrets or {}).items():
         values[f"{PROJECT}:{key}"] = value
         secret_keys.append(f"{PROJECT}:{key}")
-    from components import serving_image
+    from components import image_ref, serving_image
 
     real_prepare, serving_image.prepare_context = serving_image.prepare_context, _mock_context
+    real_pin, image_ref.pin = image_ref.pin, _mock_pin
     try:
         return run_mocked(stack, lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi__"),
                           engine_config(values), secret_keys, preview=preview, raise_errors=raise_errors)
     finally:
         serving_image.prepare_context = real_prepare
+        image_ref.pin = real_pin
 
 
 def run_mocked(
@@ -238,8 +246,8 @@ def run_mocked(
 
 
 def make_stack_files_inputs() -> None:
-    """What the stack files point at: the example models and (local) the image's wheelhouse, made once
-    as `make examples` and scripts/wheelhouse.py do."""
+    """What the stack files point at: the example models, made once as `make examples` does, and (local)
+    the image's wheelhouse, which `make wheelhouse` downloads before the tests (they reach no index)."""
     import subprocess
     import sys
 
@@ -248,4 +256,4 @@ def make_stack_files_inputs() -> None:
     for name in ("digits", "text"):
         subprocess.run([sys.executable, "-m", f"examples.{name}.train", "--out", f"examples/{name}/build"],
                        cwd=ROOT, check=True)
-    wheelhouse.fill()
+    wheelhouse.require()

@@ -86,6 +86,10 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:image.builder", "'my builder'"]),
     ("typo-in-image", "local", setting("image.baseimage", "x"),
      ["modelstack:image.baseimage", "did you mean 'baseImage'"]),
+    ("prometheus-image-with-the-chart", "prod", setting("monitoring.grafana", False),
+     ["modelstack:monitoring", "prometheusImage and grafana apply to mode 'lightweight'"]),
+    ("prometheus-image-with-space", "local", setting("monitoring.prometheusImage", "a b"),
+     ["modelstack:monitoring.prometheusImage", "'a b'"]),
 ]
 
 
@@ -139,3 +143,11 @@ def test_unmanaged_registry_is_only_for_local(program):
     run = program("prod", config=cfg, raise_errors=False)
     assert "modelstack:registry.manage: false only applies to type 'local'" in str(run.error)
     assert run.resources == []
+
+
+def test_without_grafana_no_grafana_password_is_needed(program):
+    assert program("local", secrets={}).error is None
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:monitoring"]["grafana"] = True
+    run = program("local", config=cfg, secrets={}, raise_errors=False)
+    assert "pulumi config set --secret --stack local grafanaAdminPassword" in str(run.error)

@@ -124,3 +124,14 @@ def test_no_secret_value_in_outputs_or_inputs_in_plain_text(program):
     for key, value in run.outputs.items():
         if secret in repr(value):
             assert key in run.secret_outputs
+
+
+def test_the_local_stack_runs_its_prometheus_image_by_digest_and_no_grafana(program):
+    run = program("local", secrets={})
+    deployments = {r.inputs["metadata"]["name"]: r for r in run.of_type("kubernetes:apps/v1:Deployment")}
+    assert set(deployments) == {"digits", "prometheus"}
+    (container,) = deployments["prometheus"].inputs["spec"]["template"]["spec"]["containers"]
+    pinned = stack_config("local")["modelstack:monitoring"]["prometheusImage"] + "@sha256:"
+    assert container["image"].startswith(pinned)  # the loopback tag, pinned when the config was read
+    assert "grafanaUrl" not in run.outputs and "prometheusUrl" in run.outputs
+    assert not [r for r in run.resources if "grafana" in r.name]
