@@ -29,9 +29,12 @@ RUN_AS = 10001
 HEALTH_READY = "/v2/health/ready"
 HEALTH_LIVE = "/v2/health/live"
 METRICS_PATH = "/metrics"
-# SIGTERM handling: the kubelet sleeps PRE_STOP_S (endpoints drop the pod meanwhile), then the
-# server drains for at most DRAIN_S; both must end before the grace period does.
+# SIGTERM handling: the kubelet sleeps PRE_STOP_S (endpoints drop the pod meanwhile), then the server
+# answers for SHUTDOWN_DELAY_S more with `Connection: close` on every response (keep-alive clients, whose
+# established connections kube-proxy keeps on this pod, reconnect to the others), then drains for at most
+# DRAIN_S; all of it must end before the grace period does.
 PRE_STOP_S = 5
+SHUTDOWN_DELAY_S = 3
 DRAIN_S = 25
 GRACE_S = 45
 DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -118,6 +121,7 @@ class ModelServiceArgs:
             "MODEL_NAME": self.model_name, "PORT": self.port, "DEVICE": "cuda" if self.gpu else "cpu",
             "MAX_BATCH_SIZE": self.max_batch_size, "MAX_QUEUE_DELAY_MS": self.max_queue_delay_ms,
             "MAX_QUEUE_SIZE": self.max_queue_size, "GRACEFUL_TIMEOUT_S": DRAIN_S,
+            "SHUTDOWN_DELAY_S": SHUTDOWN_DELAY_S,
         }
         return {ENV_PREFIX + k: str(v) for k, v in values.items()}
 

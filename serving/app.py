@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -99,6 +100,28 @@ async def read_body(request: Request, limit: int, deadlines: BodyDeadlines) -> b
     finally:
         deadlines.end(task)
     return b"".join(chunks)
+
+
+class CloseWhileDraining:
+    """After SIGTERM every response says `Connection: close`, so keep-alive clients reconnect, and a new
+    connection goes where the load balancer sends it now (kube-proxy keeps an established connection on
+    its old pod): none is left idle on a server about to close it under a request in flight. Pure ASGI,
+    checked once per request: nothing is wrapped while the server is not draining."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http" or not self.state.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 def create_app(settings: Settings, model: Model | None = None) -> Starlette:
@@ -246,6 +269,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     handlers = {HTTPException: handle_exception, ServingError: handle_exception, Exception: handle_exception}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                    middleware=[Middleware(CloseWhileDraining, state=state)])
     app.state.serving = state
     return app

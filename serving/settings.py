@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     shutdown_delay_s: float = Field(
         default=0.0,
         ge=0.0,
-        description="After SIGTERM, keep accepting requests (while reporting not ready) this long before "
-        "draining, so load balancers stop sending traffic first.",
+        description="After SIGTERM, keep accepting requests (while reporting not ready, each response with "
+        "`Connection: close`) this long before draining, so load balancers stop sending traffic first and "
+        "keep-alive clients move to another server.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log every request (costs latency).")

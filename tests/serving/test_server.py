@@ -106,6 +106,25 @@ def test_sigterm_drains_in_flight_requests(model_root: Path, start_server: Start
     assert "Finished server process" in server.logs()
 
 
+def test_after_sigterm_keep_alive_clients_are_told_to_reconnect(model_root: Path, start_server: Start) -> None:
+    # kube-proxy keeps an established connection on its pod after the pod leaves the endpoints: only a
+    # `Connection: close` moves a keep-alive client to another pod before this one closes its sockets.
+    server = start_server(model_root / "linear", shutdown_delay_s=3, warmup_runs=1)
+    body = rows_request("x", np.ones((1, 16), dtype=np.float32))
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        before = client.post("/v2/models/linear/infer", json=body)
+        assert before.status_code == 200 and before.headers.get("connection") != "close"
+        os.kill(server.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while client.get("/v2/health/ready").status_code == 200:  # the signal has arrived once unready
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        during = client.post("/v2/models/linear/infer", json=body)
+        assert during.status_code == 200 and during.headers["connection"] == "close"
+        assert np.allclose(during.json()["outputs"][0]["data"], before.json()["outputs"][0]["data"])
+    assert server.proc.wait(timeout=30) == 0
+
+
 def test_sigterm_without_delay_still_finishes_in_flight(model_root: Path, start_server: Start) -> None:
     server = start_server(model_root / "slow", max_batch_size=1, warmup_runs=1)
     body = json.dumps(rows_request("x", np.ones((256, 1024), dtype=np.float32))).encode()
