@@ -1,10 +1,11 @@
 # Two commands on a fresh machine:
-#   make up     optimize the model and deploy the stack (default STACK=dev)
+#   make up     optimize the model and deploy the stack (default STACK=local: the embedded cluster of
+#               local-cluster/, built and started here; STACK=dev for kind, STACK=prod for EKS)
 #   make test   install what the tests need and run the whole suite
-# Also: make e2e (the real Pulumi engine against a local cluster), make preview, make destroy,
-# make lint, make examples, make lock.
+# Also: make down (stop the embedded cluster), make destroy, make preview, make e2e (the real Pulumi
+# engine against the embedded cluster), make lint, make examples, make lock, make lock-check.
 
-STACK ?= dev
+STACK ?= local
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,7 +19,7 @@ POLICY_STAMP := $(POLICY_VENV)/.installed
 # Locks (every package pinned, with hashes) are installed as they are: --no-deps, hashes required.
 PIP_INSTALL_LOCK := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r
 
-.PHONY: up preview destroy test e2e lint examples lock system-deps policy-venv clean
+.PHONY: up preview destroy down test e2e lint examples lock lock-check wheelhouse base-image system-deps policy-venv clean
 
 policy-venv: $(POLICY_STAMP)
 
@@ -53,29 +54,49 @@ system-deps:
 lock: $(STAMP)
 	$(PY) scripts/lock.py
 
+# Whether each lock is still byte for byte what the package index resolves today: not a test (the
+# index moves on its own); .github/workflows/locks.yml runs `make lock` weekly and opens a pull request.
+lock-check: $(STAMP)
+	$(PY) scripts/lock.py --check
+
+# What the serving image's offline builds install (the local stack, the container test), and its base
+# image (debootstrap): made here, before any test, because a test never reaches a package index.
+wheelhouse: $(STAMP)
+	$(PY) scripts/wheelhouse.py >/dev/null
+
+base-image: system-deps
+	scripts/start-dockerd.sh >/dev/null
+	scripts/base-image.sh >/dev/null
+
 examples: $(STAMP)
 	$(PY) -m examples.digits.train --out examples/digits/build
 	$(PY) -m examples.text.train --out examples/text/build
 
-up: examples $(POLICY_STAMP)
-	scripts/pulumi.sh $(STACK) up $(ARGS)
+# The local stack's image builds offline: its wheels and base image come first.
+LOCAL_INPUTS := $(if $(filter local,$(STACK)),wheelhouse base-image)
 
-preview: examples $(POLICY_STAMP)
-	scripts/pulumi.sh $(STACK) preview --diff $(ARGS)
+up: system-deps examples $(POLICY_STAMP) $(LOCAL_INPUTS)
+	scripts/up.sh up $(STACK) $(ARGS)
+
+preview: system-deps examples $(POLICY_STAMP) $(LOCAL_INPUTS)
+	scripts/up.sh preview $(STACK) $(ARGS)
 
 destroy: $(STAMP)
-	scripts/pulumi.sh $(STACK) destroy $(ARGS)
+	scripts/up.sh destroy $(STACK) $(ARGS)
+
+down:
+	local-cluster/cluster.sh down
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: system-deps $(STAMP) $(CHECKOV_STAMP) $(POLICY_STAMP) $(ACTIONLINT)
+test: system-deps $(STAMP) $(CHECKOV_STAMP) $(POLICY_STAMP) $(ACTIONLINT) wheelhouse base-image
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # preview/up/destroy of a throwaway stack under the real Pulumi CLI and plugins, against the
 # local cluster (local-cluster/): tools/build.sh builds them from Go modules the first time.
-e2e: system-deps examples $(POLICY_STAMP)
+e2e: system-deps examples $(POLICY_STAMP) wheelhouse base-image
 	tools/build.sh >/dev/null
 	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
 

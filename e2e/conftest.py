@@ -17,6 +17,7 @@ from scripts import wheelhouse
 
 STACK = "e2e"
 TIMINGS: dict[str, float] = {}
+FIGURES: dict[str, str] = {}  # what a step measured besides time (load counts, scrape results)
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +47,11 @@ def stack(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     # removed at the end): the committed Pulumi.local.yaml stays untouched.
     config_file = REPO / f"Pulumi.{STACK}.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    wheelhouse.fill(REPO / config["config"]["modelstack:image"]["wheelhouse"])
+    wheelhouse.require(REPO / config["config"]["modelstack:image"]["wheelhouse"])
     env = {**cluster, "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
            "PULUMI_CONFIG_PASSPHRASE": secrets.token_urlsafe(24)}
     s = Stack(STACK, env, TIMINGS)
     s.pulumi("stack", "init", "--secrets-provider", "passphrase")
-    s.pulumi("config", "set", "--secret", "grafanaAdminPassword", stdin=secrets.token_urlsafe(18))
     yield s
     # Whatever the steps left: nothing of the stack stays in the cluster or the backend.
     s.pulumi("destroy", "--yes", check=False, timeout=600)
@@ -60,6 +60,10 @@ def stack(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for step, text in FIGURES.items():
+            terminalreporter.write_line(f"{step:<40} {text}")
     if not TIMINGS:
         return
     terminalreporter.section("pulumi command times (s)")

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "local-cluster" / "cluster.sh"
@@ -101,3 +106,42 @@ def manifest_digest(registry: str, repository: str, reference: str) -> str | Non
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
     return {**env, **cluster_env(), "CI": "true"}
+
+
+def pods(env: dict[str, str], namespace: str, app: str) -> list[dict[str, Any]]:
+    """The pods of one app (app.kubernetes.io/name) that are not on their way out."""
+    items = kube_json(env, "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={app}")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def cluster_ip(env: dict[str, str], namespace: str, service: str) -> str:
+    return kube_json(env, "get", "service", service, "-n", namespace)["spec"]["clusterIP"]
+
+
+@contextmanager
+def port_forward(env: dict[str, str], namespace: str, target: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward` to TARGET's PORT (through the kubelet, as a user reaches a pod that no
+    NetworkPolicy lets them reach); yields http://127.0.0.1:LOCAL."""
+    local = free_port()
+    proc = subprocess.Popen(["kubectl", "port-forward", "-n", namespace, target, f"{local}:{port}"], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", local), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    f"kubectl port-forward {target} did not listen: {proc.stdout.read() if proc.stdout else ''}"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def http_json(url: str, body: bytes | None = None, timeout: float = 30) -> Any:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())

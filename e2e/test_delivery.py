@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from components.release import PINNED_IMAGE
 from e2e.conftest import TIMINGS
 from e2e.engine import REPO, Result, Stack, kube_json, kubectl, manifest_digest, registry_tags, run
 from scripts import wheelhouse
-from tests.processes import free_port, start_docker_registry, stop
+from tests.processes import start_docker_registry, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +67,7 @@ def delivery(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     work = tmp_path_factory.mktemp("delivery")
     (work / "state").mkdir()
     base = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]
-    wheelhouse.fill(REPO / base["modelstack:image"]["wheelhouse"])
+    wheelhouse.require(REPO / base["modelstack:image"]["wheelhouse"])
     env = {**cluster, "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
            "PULUMI_CONFIG_PASSPHRASE": os.urandom(18).hex(), "MODELSTACK_CI_OUT": str(work / "ci")}
     d = Delivery(env, work)
@@ -216,18 +214,11 @@ def test_5_the_pull_request_preview_is_one_comment_updated_in_place(delivery: De
 
 
 def test_6_a_pull_request_stack_comes_up_passes_its_smoke_test_and_goes(delivery: Delivery) -> None:
-    source = delivery.build.outputs()
-    port = free_port()
-    # kwok's pods do not run, so the smoke test reaches the same artifact served on loopback.
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--model",
-                               str(delivery.store(BUILD) / source["modelDigest"]), "--port", str(port)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        up = delivery.script("pr-stack.sh", "up", str(PR), timing="6 pr-stack.sh up (with smoke)",
-                             MODELSTACK_BASE_STACK=BUILD, MODELSTACK_SMOKE_URL=f"http://127.0.0.1:{port}")
-        assert up.returncode == 0, up.output[-4000:]
-    finally:
-        stop(server)
+    # The smoke test reaches the PR stack's own pods, through `kubectl port-forward` to its Service.
+    up = delivery.script("pr-stack.sh", "up", str(PR), timing="6 pr-stack.sh up (with smoke)",
+                         MODELSTACK_BASE_STACK=BUILD)
+    assert up.returncode == 0, up.output[-4000:]
+    assert f"smoke: pr-{PR} ok:" in up.output, up.output[-2000:]
     assert namespace_exists(delivery.env, f"pr-{PR}")
     down = delivery.script("pr-stack.sh", "destroy", str(PR), timing="6 pr-stack.sh destroy",
                            MODELSTACK_BASE_STACK=BUILD)

@@ -1,5 +1,6 @@
 """`pulumi preview`, `up` and `destroy` for real: the Pulumi CLI, its Python language host and the
-kubernetes and docker-build plugins, against the local cluster's API server, registry and BuildKit.
+kubernetes and docker-build plugins, against the local cluster's API server, registry, BuildKit and its
+real node (containerd, runc, kube-proxy, CoreDNS): the serving pods run the pushed image and answer.
 
 The steps share one stack and run in order; each asserts what a user would check by hand.
 """
@@ -8,16 +9,36 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
-from e2e.engine import Stack, kube_json, kubectl, manifest_digest, registry_tags, run
+from e2e.conftest import FIGURES
+from e2e.engine import (
+    REPO,
+    Stack,
+    cluster_ip,
+    http_json,
+    kube_json,
+    kubectl,
+    manifest_digest,
+    pods,
+    port_forward,
+    registry_tags,
+    run,
+)
+from e2e.load import Load
+from scripts.sample_request import request as sample_request
 
 pytestmark = pytest.mark.e2e
 
 REPOSITORY = "modelstack/digits"
+NODE = "modelstack-node"  # local-cluster/cluster.sh: the real node (kubelet + containerd)
+REPLICAS = 2  # Pulumi.local.yaml: serving.replicas
 IMAGE = re.compile(r"^(?P<registry>[^/]+)/(?P<repo>[^:@]+):(?P<tag>[^@]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 # What the failing-gate step builds: 90% of the weights pruned away cannot keep 99% agreement.
 FAILING_RECIPE = {"name": "prune90-int8", "prune": {"method": "global_unstructured", "amount": 0.9},
@@ -63,6 +84,35 @@ def report(stack: Stack, digest: str) -> dict[str, Any]:
     return json.loads((store / digest / "report.json").read_text())
 
 
+def artifact_dir(stack: Stack, digest: str) -> Path:
+    return Path(json.loads(stack.pulumi("config", "get", "artifacts").output)["store"]) / digest
+
+
+def assert_running_on_the_node(stack: Stack, app: str, count: int) -> list[dict[str, Any]]:
+    """`count` pods of `app` that the kubelet started on the real node, every container ready, none restarted."""
+    found = pods(stack.env, namespace(stack), app)
+    assert len(found) == count, [p["metadata"]["name"] for p in found]
+    for pod in found:
+        name = pod["metadata"]["name"]
+        assert pod["spec"]["nodeName"] == NODE, name
+        assert pod["status"]["phase"] == "Running", (name, pod["status"])
+        for c in pod["status"]["containerStatuses"]:
+            assert c["ready"] and c["restartCount"] == 0 and "running" in c["state"], (name, c)
+            assert c["containerID"].startswith("containerd://"), (name, c)  # a container, not a fake
+            assert c["imageID"].split("@")[-1].startswith("sha256:"), (name, c)
+    return found
+
+
+def service_url(stack: Stack) -> str:
+    """The serving Service's ClusterIP, which kube-proxy routes from this machine too."""
+    return f"http://{cluster_ip(stack.env, namespace(stack), 'digits')}:8080"
+
+
+def validation_body(stack: Stack, digest: str, rows: int = 1) -> dict[str, Any]:
+    data = REPO / json.loads(stack.pulumi("config", "get", "model").output)["validationData"]
+    return sample_request(artifact_dir(stack, digest) / "model.onnx", data, rows)
+
+
 def test_1_preview_of_a_new_stack_names_every_resource(stack: Stack) -> None:
     result = stack.pulumi("preview", "--diff", timing="1 preview --diff (new stack)")
     assert "to create" in result.output
@@ -81,6 +131,11 @@ def test_2_up_builds_pushes_and_deploys_by_digest(stack: Stack) -> None:
     assert manifest_digest(image["registry"], REPOSITORY, image["tag"]) == image["digest"]
     assert image["tag"].startswith(out["modelDigest"][:12])  # the tag carries the model digest
     assert_rolled_out(stack, out["image"])
+    # The kubelet runs them on the real node: the serving pods (restricted Pod Security, uid 10001, read-only
+    # root) and Prometheus, each from the image pinned by digest.
+    for pod in assert_running_on_the_node(stack, "digits", REPLICAS):
+        assert pod["status"]["containerStatuses"][0]["imageID"].endswith(image["digest"])
+    assert_running_on_the_node(stack, "prometheus", 1)
 
     # The optimize build ran inside the engine and published to the stack's (fresh) store; the stack's
     # outputs are that artifact's figures.
@@ -95,45 +150,118 @@ def test_2_up_builds_pushes_and_deploys_by_digest(stack: Stack) -> None:
     state = json.loads(stack.export())
     objects = [r for r in state["deployment"]["resources"] if r["type"].startswith("kubernetes:")
                and not r["type"].startswith("pulumi:providers")]
-    assert len(objects) >= 15
+    expected = {(kind, name) for kind, name in expected_resources() if kind.startswith("kubernetes:")}
+    assert {(r["type"], r["urn"].split("::")[-1]) for r in objects} == expected
     for obj in objects:
         kind, meta = obj["outputs"]["kind"], obj["outputs"]["metadata"]
         args = ["get", kind, meta["name"], "-o", "name"] + (["-n", meta["namespace"]] if meta.get("namespace") else [])
         assert kubectl(stack.env, *args, check=False).returncode == 0, f"{kind} {meta['name']} is not in the cluster"
 
 
-def test_3_nothing_changed_means_nothing_happens(stack: Stack) -> None:
-    preview = stack.pulumi("preview", "--expect-no-changes", timing="3 preview --expect-no-changes")
+def test_3_a_pod_answers_through_the_service_exactly_as_onnx_runtime_does(stack: Stack) -> None:
+    out = stack.outputs()
+    body = validation_body(stack, out["modelDigest"])
+    answer = http_json(f"{service_url(stack)}/v2/models/digits/infer", json.dumps(body).encode())
+    # The same row through ONNX Runtime in this process, on one thread as in the pod (CPU limit 1).
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(artifact_dir(stack, out["modelDigest"]) / "model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    (given,) = body["inputs"]
+    expected = session.run(None, {given["name"]: np.asarray(given["data"], np.float32).reshape(given["shape"])})
+    (output,) = answer["outputs"]
+    served = np.asarray(output["data"], np.float32).reshape(output["shape"])
+    assert np.array_equal(served, expected[0]), (served, expected[0])
+
+    ns = namespace(stack)
+    for pod in pods(stack.env, ns, "digits"):
+        logs = kubectl(stack.env, "logs", "-n", ns, pod["metadata"]["name"]).output
+        assert "listening on 0.0.0.0:8080" in logs, logs[-2000:]
+    # The image's user and its read-only root, as the kubelet started it.
+    probe = ("import os; print(os.getuid())\ntry:\n open('/probe', 'w')\nexcept OSError as e: print(e.strerror)")
+    seen = kubectl(stack.env, "exec", "-n", ns, "deploy/digits", "--", "python", "-c", probe).output.split("\n")
+    assert seen[:2] == ["10001", "Read-only file system"], seen
+
+
+def prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
+    return http_json(f"{base}/api/v1/query?query={query}")["data"]["result"]
+
+
+def test_4_prometheus_in_the_cluster_scrapes_the_pods_and_loads_the_alert_rules(stack: Stack) -> None:
+    with port_forward(stack.env, namespace(stack), "service/prometheus", 9090) as base:
+        deadline = time.monotonic() + 90  # the first scrape comes within one interval (15 s)
+        while True:
+            targets = [t for t in http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
+                       if t["labels"]["job"] == "digits"]
+            if len(targets) == REPLICAS and all(t["health"] == "up" for t in targets):
+                break
+            assert time.monotonic() < deadline, targets
+            time.sleep(2)
+        answered = 'sum(modelstack_requests_total{job="digits",code="200"})'
+        before = float((prometheus_query(base, answered) or [{"value": [0, "0"]}])[0]["value"][1])
+        body = json.dumps(validation_body(stack, stack.outputs()["modelDigest"])).encode()
+        for _ in range(5):
+            http_json(f"{service_url(stack)}/v2/models/digits/infer", body)
+        while True:  # the next scrapes see them
+            after = float((prometheus_query(base, answered) or [{"value": [0, "0"]}])[0]["value"][1])
+            if after >= before + 5:
+                break
+            assert time.monotonic() < deadline + 60, (before, after)
+            time.sleep(2)
+        groups = http_json(f"{base}/api/v1/rules")["data"]["groups"]
+        alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+        assert {g["name"] for g in groups} >= {"modelstack.slo", "modelstack.latency"}
+        assert len(alerts) >= 5, alerts
+    FIGURES["4 prometheus"] = f"{len(targets)} serving targets up, requests counted {before:.0f} -> {after:.0f}, " \
+                              f"{len(alerts)} alert rules loaded"
+
+
+def test_5_nothing_changed_means_nothing_happens(stack: Stack) -> None:
+    preview = stack.pulumi("preview", "--expect-no-changes", timing="5 preview --expect-no-changes")
     assert re.search(r"\d+ unchanged", preview.output)
     before = deployment(stack)["metadata"]["generation"]
-    up = stack.pulumi("up", "--yes", "--expect-no-changes", timing="3 up (no changes)")
+    up = stack.pulumi("up", "--yes", "--expect-no-changes", timing="5 up (no changes)")
     assert not re.search(r"^\s*[~+-]\s+\d+ to (update|create|delete)", up.output, re.M)
     assert deployment(stack)["metadata"]["generation"] == before
 
 
-def test_4_a_recipe_change_shows_why_and_rolls_the_deployment(stack: Stack) -> None:
+def test_6_a_recipe_change_shows_why_and_rolls_the_pods_without_a_failed_request(stack: Stack,
+                                                                                  tmp_path: Path) -> None:
     old = stack.outputs()
     stack.pulumi("config", "set", "recipe", "int8-static")
-    preview = stack.pulumi("preview", "--diff", timing="4 preview --diff (recipe change)")
+    preview = stack.pulumi("preview", "--diff", timing="6 preview --diff (recipe change)")
     assert "OptimizedModel digits: rebuild because recipe.quantize.mode: dynamic_int8 -> static_int8" in preview.output
     changed = set(re.findall(r"^\s*(?:~|\+-)\s*(\S+): \((?:update|replace)\)", preview.output, re.M))
     assert {"pulumi-python:dynamic:Resource", "docker-build:index:Image", "kubernetes:apps/v1:Deployment"} <= changed
 
-    stack.pulumi("up", "--yes", timing="4 up (recipe change)", timeout=1800)
+    old_pods = [p["metadata"]["name"] for p in pods(stack.env, namespace(stack), "digits")]
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, old["modelDigest"])))
+    # Load through the Service for the whole update, until the old pods are gone: not one request may fail.
+    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path) as load:
+        stack.pulumi("up", "--yes", timing="6 up (recipe change, under load)", timeout=1800)
+        kubectl(stack.env, "wait", "--for=delete", "-n", namespace(stack), "--timeout=180s",
+                *[f"pod/{name}" for name in old_pods], check=False)
+    assert load.result is not None
+    FIGURES["6 load during the rollout"] = load.result.summary()
+    assert load.result.requests > 0, load.result.output
+    assert load.result.non_2xx == 0 and not any(load.result.socket_errors.values()), load.result.output
+
     new = stack.outputs()
     assert new["modelDigest"] != old["modelDigest"] and new["image"] != old["image"]
     assert new["recipe"] == "int8-static"
     assert_rolled_out(stack, new["image"])
+    assert not {p["metadata"]["name"] for p in assert_running_on_the_node(stack, "digits", REPLICAS)} & set(old_pods)
 
 
-def test_5_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
+def test_7_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
     before = stack.outputs()
     tags = registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY)
     recipe = tmp_path / "prune90.yaml"
     recipe.write_text(json.dumps(FAILING_RECIPE))
     stack.pulumi("config", "set", "recipe", str(recipe))
     try:
-        up = stack.pulumi("up", "--yes", check=False, timing="5 up (failing gate)", timeout=1800)
+        up = stack.pulumi("up", "--yes", check=False, timing="7 up (failing gate)", timeout=1800)
     finally:
         stack.pulumi("config", "set", "recipe", "int8-static")
     assert up.returncode != 0
@@ -151,7 +279,7 @@ PRIVILEGED_POD = {
 }
 
 
-def test_6_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
+def test_8_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
     ns = kube_json(stack.env, "get", "namespace", namespace(stack))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     manifest = tmp_path / "pod.json"
@@ -164,16 +292,8 @@ def test_6_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack
     assert accepted.returncode == 0, accepted.output
 
 
-def test_7_the_state_holds_the_grafana_password_only_as_ciphertext(stack: Stack) -> None:
-    password = stack.pulumi("config", "get", "grafanaAdminPassword").output.strip()
-    assert len(password) >= 16
-    exported = stack.export()
-    assert password not in exported
-    assert '"ciphertext"' in exported
-
-
-def test_8_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.pulumi("destroy", "--yes", timing="8 destroy", timeout=900)
+def test_9_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
+    stack.pulumi("destroy", "--yes", timing="9 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",

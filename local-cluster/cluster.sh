@@ -1,57 +1,151 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane and image registry on 127.0.0.1, for the `local` stack and `make e2e`:
-#   etcd, kube-apiserver (Pod Security admission on, as by default), kube-controller-manager,
-#   kube-scheduler, kwok (one fake node; pods are scheduled and marked ready, nothing runs),
-#   Debian's docker-registry, seeded with a debootstrap base image (through the Docker engine,
-#   started if none answers), and buildkitd as the buildx builder `modelstack-local`.
+# A local Kubernetes cluster with one real node, for the `local` stack, `make up` and `make e2e`:
+# etcd, kube-apiserver (Pod Security admission on, as by default), kube-controller-manager,
+# kube-scheduler, Debian's docker-registry (seeded with a debootstrap base image through the Docker
+# engine, started if none answers), buildkitd as the buildx builder `modelstack-local`, and the node:
+# containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS.
+# The daemons are declared in local-cluster/daemons.sh; the node's files are in local-cluster/node/.
 #
 #   local-cluster/cluster.sh up       build the tools if needed (tools/build.sh), start everything, wait until ready
-#   local-cluster/cluster.sh down     stop every process it started (by pid) and remove its state
+#   local-cluster/cluster.sh down     stop every process it started (by pid), undo the node's changes to the
+#                                     host (mounts, network, iptables, sysctls), remove its state
 #   local-cluster/cluster.sh env      print the export lines a shell can eval: PATH, PULUMI_HOME, KUBECONFIG, ...
 #   local-cluster/cluster.sh status   say what runs
 #
-#   MODELSTACK_CLUSTER_DIR  state: certificates, kubeconfig, etcd data, logs, pids (default .modelstack/local-cluster)
+#   MODELSTACK_CLUSTER_DIR  state: certificates, kubeconfig, etcd data, node state, logs, pids (default .modelstack/local-cluster)
 #   MODELSTACK_APISERVER_PORT (36443), MODELSTACK_ETCD_PORT (32379; the peer port is the next one),
-#   MODELSTACK_REGISTRY_PORT (35000): Pulumi.local.yaml names the registry port
+#   MODELSTACK_REGISTRY_PORT (35000; Pulumi.local.yaml names it), MODELSTACK_KUBELET_PORT (10250; its healthz
+#   port is 10248), MODELSTACK_KUBE_PROXY_PORT (10256; its metrics port is 10249),
+#   MODELSTACK_POD_SUBNET (10.244.0: pods get .2-.254 of it; the node, the API server and the bridge .1)
+# Needs root or passwordless sudo: containerd, runc, the kubelet and kube-proxy mount file systems and
+# make cgroups, network namespaces and iptables rules; buildkitd runs builds with runc.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+here=$repo/local-cluster
 state=${MODELSTACK_CLUSTER_DIR:-$repo/.modelstack/local-cluster}
 apiserver_port=${MODELSTACK_APISERVER_PORT:-36443}
 etcd_port=${MODELSTACK_ETCD_PORT:-32379}
 registry_port=${MODELSTACK_REGISTRY_PORT:-35000}
-context=modelstack-local
-processes=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry buildkitd)  # start order
+kubelet_port=${MODELSTACK_KUBELET_PORT:-10250}
+kubelet_healthz_port=$((kubelet_port - 2))
+kube_proxy_healthz_port=${MODELSTACK_KUBE_PROXY_PORT:-10256}
+kube_proxy_metrics_port=$((kube_proxy_healthz_port - 7))
+pod_subnet=${MODELSTACK_POD_SUBNET:-10.244.0}
+# shellcheck disable=SC2034  # pod_cidr, dns_ip and runc (below) are read through render_node_files' ${!name}
+pod_cidr=$pod_subnet.0/24 node_ip=$pod_subnet.1
+# shellcheck disable=SC2034
+service_cidr=10.96.0.0/16 dns_ip=10.96.0.10
+bridge=modelstack0 node_name=modelstack-node context=modelstack-local
+registry=127.0.0.1:$registry_port
+pause_image=$registry/modelstack-system/pause:3.10 coredns_image=$registry/modelstack-system/coredns:1.15.0
+prometheus_image=$registry/modelstack-system/prometheus:3.16.0  # Pulumi.local.yaml names it
+pki=$state/pki containerd_sock=$state/containerd/containerd.sock cni_bin_dir=/usr/lib/cni
+# What the kubelet sets on the host (and bridged pod traffic needs); restored by `down`.
+sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 sudo=""
-[[ $(id -u) -ne 0 ]] && sudo="sudo -n"  # buildkitd runs builds with runc, as root
+[[ $(id -u) -ne 0 ]] && sudo="sudo -n"
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 log() { echo "local-cluster: $*" >&2; }
 
-running() { [[ -f $state/pids/$1.pid && -d /proc/$(cat "$state/pids/$1.pid") ]]; }
+# shellcheck source=local-cluster/daemons.sh
+source "$here/daemons.sh"
 
-# start NAME CMD...: run CMD in its own session (it outlives this script), log to logs/NAME.log.
-start() {
-    local name=$1; shift
-    setsid nohup "$@" >"$state/logs/$name.log" 2>&1 </dev/null &
-    echo $! >"$state/pids/$name.pid"
+running() { [[ -f $state/pids/$1.pid ]] && $sudo kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null; }
+
+# render_node_files: local-cluster/node/* into $state/node/ (their ${...} from this script), the registry's
+# hosts.toml and the CNI network where containerd looks for them.
+render_node_files() {
+    local file vars name
+    vars=(state pki node_ip node_name pod_cidr bridge dns_ip registry pause_image coredns_image containerd_sock
+        cni_bin_dir runc kubelet_port kubelet_healthz_port kube_proxy_healthz_port kube_proxy_metrics_port)
+    mkdir -p "$state/node/certs.d/$registry" "$state/node/net.d"
+    for file in "$here"/node/*; do
+        # shellcheck disable=SC2016  # envsubst's list of ${name}s; the values come through its environment
+        (for name in "${vars[@]}"; do export "${name}=${!name}"; done
+         envsubst "$(printf '${%s} ' "${vars[@]}")" <"$file" >"$state/node/$(basename "$file")")
+    done
+    mv "$state/node/hosts.toml" "$state/node/certs.d/$registry/hosts.toml"
+    mv "$state/node/10-modelstack.conflist" "$state/node/net.d/"
 }
 
-# wait_for WHAT SECONDS CMD...: until CMD succeeds; on timeout show the log of WHAT's process.
+# fail_with_log NAME WHY: the last lines of NAME's log, then one line naming WHY and the log.
+fail_with_log() {
+    tail -n 20 "$state/logs/$1.log" >&2 || true
+    die "$1 $2; its log: $state/logs/$1.log"
+}
+
+# wait_for NAME SECONDS CMD...: until CMD succeeds, while NAME's process lives.
 wait_for() {
-    local what=$1 seconds=$2 deadline; shift 2
+    local name=$1 seconds=$2 deadline; shift 2
     deadline=$((SECONDS + seconds))
     until "$@" >/dev/null 2>&1; do
-        if ! running "$what"; then
-            tail -n 20 "$state/logs/$what.log" >&2 || true
-            die "$what exited; its log: $state/logs/$what.log"
-        fi
-        ((SECONDS < deadline)) || { tail -n 20 "$state/logs/$what.log" >&2; die "$what not ready after ${seconds}s"; }
+        running "$name" || fail_with_log "$name" "exited"
+        ((SECONDS < deadline)) || fail_with_log "$name" "is not ready after ${seconds}s"
         sleep 0.5
     done
 }
 
-free_port() { ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+declaration() {
+    ports=() root="" command=() ready=() ready_s=30
+    "daemon_$1"
+}
+
+# start_daemon NAME: run its command in its own session (it outlives this script), then wait until ready.
+start_daemon() {
+    local name=$1 as=""
+    declaration "$name"
+    [[ -n $root ]] && as=$sudo
+    if declare -F "before_$name" >/dev/null; then "before_$name"; fi
+    # shellcheck disable=SC2086  # $as is empty or "sudo -n"
+    setsid nohup $as "${command[@]}" >"$state/logs/$name.log" 2>&1 </dev/null &
+    echo $! >"$state/pids/$name.pid"
+    wait_for "$name" "$ready_s" "${ready[@]}"
+    if declare -F "after_$name" >/dev/null; then "after_$name"; fi
+}
+
+stop_pid() {
+    local pid=$1
+    $sudo kill -0 "$pid" 2>/dev/null || return 0
+    $sudo kill -TERM "$pid"
+    for _ in $(seq 100); do $sudo kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    $sudo kill -KILL "$pid" 2>/dev/null || true
+}
+
+# holder PORT: who listens on PORT, for the error message.
+holder() {
+    local line
+    line=$($sudo ss -Hltnp "sport = :$1" 2>/dev/null | head -n 1)
+    if [[ $line =~ users:\(\(\"([^\"]+)\",pid=([0-9]+) ]]; then
+        echo "${BASH_REMATCH[1]} (pid ${BASH_REMATCH[2]}$(cwd_of "${BASH_REMATCH[2]}"))"
+    else
+        echo "another process"
+    fi
+}
+cwd_of() { local cwd; cwd=$($sudo readlink "/proc/$1/cwd" 2>/dev/null) && echo ", in $cwd"; }
+
+preflight() {
+    if [[ -n $sudo ]] && ! sudo -n true 2>/dev/null; then
+        die "the node needs root: containerd, runc, the kubelet and kube-proxy mount file systems and make cgroups, network namespaces and iptables rules (buildkitd too); run \`local-cluster/cluster.sh up\` as root, or give $(id -un) passwordless sudo"
+    fi
+    local cmd name port
+    for cmd in openssl docker-registry envsubst iptables ip ss "$cni_bin_dir/bridge"; do
+        command -v "$cmd" >/dev/null || [[ -x /usr/sbin/$cmd ]] || die "$cmd is not installed; run scripts/install-system-deps.sh"
+    done
+    [[ $pod_subnet =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "MODELSTACK_POD_SUBNET must be three octets like 10.244.0, got '$pod_subnet'"
+    for name in "${DAEMONS[@]}"; do
+        declaration "$name"
+        for port in "${ports[@]}"; do
+            if $sudo ss -Hltn "sport = :$port" | grep -q .; then
+                die "port $port, which $name needs, is taken by $(holder "$port"); stop it, or move $name with the MODELSTACK_*_PORT variables (local-cluster/cluster.sh's header)"
+            fi
+        done
+    done
+    if ip link show "$bridge" >/dev/null 2>&1; then
+        die "the network bridge $bridge exists: another checkout's local cluster runs here (or a crashed one left it); stop it with its \`local-cluster/cluster.sh down\`, or remove it: ip link delete $bridge"
+    fi
+}
 
 certificates() {
     local pki=$state/pki
@@ -60,39 +154,79 @@ certificates() {
         cd "$pki"
         openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=modelstack-local-ca" \
             -keyout ca.key -out ca.crt 2>/dev/null
-        # One certificate serves the API server and identifies the admin (and the control plane's
-        # clients): system:masters, for 127.0.0.1 and the in-cluster names of the kubernetes Service.
-        printf '%s\n' "[v3]" "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" \
-            "extendedKeyUsage=serverAuth,clientAuth" \
-            "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
-            >admin.ext
-        openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=modelstack-admin" \
-            -keyout admin.key -out admin.csr 2>/dev/null
-        openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
-            -extfile admin.ext -extensions v3 -out admin.crt 2>/dev/null
+        # cert NAME SUBJECT SANS: a certificate from the CA for server and client auth.
+        cert() {
+            printf '%s\n' "[v3]" "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" \
+                "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=$3" >"$1.ext"
+            openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+            openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+                -extfile "$1.ext" -extensions v3 -out "$1.crt" 2>/dev/null
+        }
+        # The API server's certificate also identifies the admin and the control plane's clients.
+        cert admin "/O=system:masters/CN=modelstack-admin" \
+            "IP:$node_ip,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        # The kubelet serves with it and signs in with it: the Node authorizer knows it by this name.
+        cert node "/O=system:nodes/CN=system:node:$node_name" "IP:$node_ip,DNS:$node_name"
         openssl genrsa -out sa.key 2048 2>/dev/null
         openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
         chmod 600 ./*.key
     )
-    cat >"$state/kubeconfig" <<EOF
+    kubeconfig admin >"$state/kubeconfig"
+    kubeconfig node >"$state/node.kubeconfig"
+    chmod 600 "$state/kubeconfig" "$state/node.kubeconfig"
+}
+
+kubeconfig() {
+    cat <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: $context
   cluster:
-    server: https://127.0.0.1:$apiserver_port
-    certificate-authority: $pki/ca.crt
+    server: https://$node_ip:$apiserver_port
+    certificate-authority: $state/pki/ca.crt
 users:
-- name: $context-admin
+- name: $context-$1
   user:
-    client-certificate: $pki/admin.crt
-    client-key: $pki/admin.key
+    client-certificate: $state/pki/$1.crt
+    client-key: $state/pki/$1.key
 contexts:
 - name: $context
-  context: {cluster: $context, user: $context-admin}
+  context: {cluster: $context, user: $context-$1}
 current-context: $context
 EOF
-    chmod 600 "$state/kubeconfig"
+}
+
+# The node's bridge with the address the API server, the kubelet and kube-proxy bind to, before any pod
+# exists (the CNI bridge plugin then finds it as it wants it); and the sysctls, saved for `down`.
+host_network() {
+    local key
+    for key in "${sysctls[@]}"; do echo "$key=$(sysctl -n "$key")"; done >"$state/sysctls.saved"
+    $sudo sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+    $sudo ip link add "$bridge" type bridge
+    $sudo ip addr add "$node_ip/24" dev "$bridge"
+    $sudo ip link set "$bridge" up
+    # Docker sets the FORWARD policy to DROP; the CNI firewall plugin accepts each pod's own traffic,
+    # this accepts what kube-proxy forwards between pods of the bridge.
+    $sudo iptables -w -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT -m comment --comment modelstack-local
+}
+
+# system_image NAME REF BINARY FROM USER: an image of one binary (in /usr/local/bin, so the rest of the file
+# system is free for volumes), built by BuildKit and pushed to the registry.
+system_image() {
+    local dir=$state/images/$1
+    mkdir -p "$dir"
+    cp "$3" "$dir/$1"
+    printf '%s\n' "FROM $4" "COPY $1 /usr/local/bin/$1" "USER $5" "ENTRYPOINT [\"/usr/local/bin/$1\"]" >"$dir/Dockerfile"
+    DOCKER_CONFIG=$state/docker buildx build --builder modelstack-local --quiet --push -t "$2" "$dir" >/dev/null
+}
+
+# What no upstream registry can give here, pushed to the local one: the node's sandbox (pause), CoreDNS,
+# and Prometheus for the local stack's monitoring, each a static binary tools/build.sh builds from source.
+system_images() {
+    system_image pause "$pause_image" "$(command -v pause)" scratch 65535:65535
+    system_image coredns "$coredns_image" "$(command -v coredns)" scratch 65532:65532
+    system_image prometheus "$prometheus_image" "$(command -v prometheus)" scratch 65534:65534
 }
 
 write_env() {
@@ -101,116 +235,126 @@ write_env() {
         # The language host tools/build.sh makes runs the python3 on PATH: the project's venv.
         echo "export PATH=\"$repo/.venv/bin:\$PATH\""
         echo "export KUBECONFIG=\"$state/kubeconfig\""
-        echo "export MODELSTACK_REGISTRY=\"127.0.0.1:$registry_port\""
+        echo "export MODELSTACK_REGISTRY=\"$registry\""
         # docker-build finds the modelstack-local builder in buildx's store under DOCKER_CONFIG.
         echo "export DOCKER_CONFIG=\"$state/docker\""
         # Nothing is downloaded: plugins come from tools/build.sh, the CLI never checks for updates.
         echo "export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"
         echo "export PULUMI_IGNORE_AMBIENT_PLUGINS=true"
-    } >"$state/env.sh"
+    } >"$state/env.sh.tmp"
+    mv "$state/env.sh.tmp" "$state/env.sh"
+}
+
+complete() {
+    local name
+    [[ -f $state/env.sh ]] || return 1
+    for name in "${DAEMONS[@]}"; do running "$name" || return 1; done
 }
 
 up() {
-    if running kube-apiserver; then log "already up ($state)"; return 0; fi
-    for cmd in openssl docker-registry; do
-        command -v "$cmd" >/dev/null || die "$cmd is not installed; run scripts/install-system-deps.sh"
-    done
-    for port in "$apiserver_port" "$etcd_port" "$((etcd_port + 1))" "$registry_port"; do
-        free_port "$port" || die "port $port on 127.0.0.1 is taken; stop what uses it or set MODELSTACK_*_PORT"
-    done
-    if [[ -n $sudo ]] && ! sudo -n true 2>/dev/null; then
-        die "buildkitd needs root: run as root, or with passwordless sudo"
+    if complete; then log "already up ($state)"; return 0; fi
+    if [[ -d $state/pids ]]; then
+        log "an earlier up did not finish, or a daemon stopped; stopping what is left, then starting again"
+        down
     fi
+    preflight
     tools_env=$("$repo/tools/build.sh")
     eval "$tools_env"
+    # shellcheck disable=SC2034  # containerd.toml's BinaryName
+    runc=$(command -v runc)
     "$repo/scripts/start-dockerd.sh" >/dev/null
 
-    rm -rf "$state" && mkdir -p "$state"/{logs,pids,registry} && mkdir -m 700 "$state/etcd"
+    rm -rf "$state" && mkdir -p "$state"/{logs,pids,registry,containerd} && mkdir -m 700 "$state/etcd"
     certificates
-    local pki=$state/pki kubeconfig=$state/kubeconfig
-    export KUBECONFIG=$kubeconfig
+    export KUBECONFIG=$state/kubeconfig
+    render_node_files
+    host_network
 
-    start etcd etcd --name local --data-dir "$state/etcd" --unsafe-no-fsync \
-        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-        --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
-        --initial-cluster "local=http://127.0.0.1:$((etcd_port + 1))"
-    wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
-
-    # --allow-privileged: privileged pods are then refused by Pod Security admission, not by this flag.
-    # --endpoint-reconciler-type=none: the kubernetes Service cannot point at a loopback address.
-    start kube-apiserver kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
-        --tls-cert-file "$pki/admin.crt" --tls-private-key-file "$pki/admin.key" --client-ca-file "$pki/ca.crt" \
-        --service-account-issuer https://kubernetes.default.svc.cluster.local \
-        --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-        --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
-        --endpoint-reconciler-type none --profiling=false
-    wait_for kube-apiserver 120 kubectl get --raw /readyz
-
-    start kube-controller-manager kube-controller-manager --kubeconfig "$kubeconfig" \
-        --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --root-ca-file "$pki/ca.crt" \
-        --service-account-private-key-file "$pki/sa.key" --profiling=false
-    start kube-scheduler kube-scheduler --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port 0 \
-        --leader-elect=false --profiling=false
-    start kwok kwok --kubeconfig "$kubeconfig" --manage-all-nodes=true --config "$KWOK_STAGES" \
-        --cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40
-    kubectl apply -f "$repo/local-cluster/node.yaml" >/dev/null
-    wait_for kwok 60 kubectl wait --for=condition=Ready node/kwok-node-0 --timeout=1s
-    # Pods wait for their service account, which the controller manager makes per namespace.
-    wait_for kube-controller-manager 60 kubectl get serviceaccount default -n default
-
-    cat >"$state/registry.yaml" <<EOF
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $state/registry}
-  delete: {enabled: true}
-http: {addr: 127.0.0.1:$registry_port}
-EOF
-    start registry docker-registry serve "$state/registry.yaml"
-    wait_for registry 30 curl -sf "http://127.0.0.1:$registry_port/v2/"
-
-    # The image's base, made without pulling anything (debootstrap + docker import), in the registry.
-    local base=127.0.0.1:$registry_port/modelstack-base:bookworm-py311
-    docker tag "$("$repo/scripts/base-image.sh")" "$base" && docker push -q "$base" >/dev/null
-
-    # BuildKit on the host, plain HTTP to the loopback registry; buildx's remote driver connects to it.
-    mkdir -p "$state/buildkit" "$state/docker"
-    printf '%s\n' "[worker.oci]" "  enabled = true" "[worker.containerd]" "  enabled = false" \
-        "[registry.\"127.0.0.1:$registry_port\"]" "  http = true" >"$state/buildkitd.toml"
-    start buildkitd $sudo env PATH="$PATH:/usr/sbin:/sbin" buildkitd --addr "unix://$state/buildkitd.sock" \
-        --root "$state/buildkit" --config "$state/buildkitd.toml"
-    wait_for buildkitd 30 test -S "$state/buildkitd.sock"
-    $sudo chown "$(id -u):$(id -g)" "$state/buildkitd.sock"
-    DOCKER_CONFIG=$state/docker buildx create --name modelstack-local --driver remote \
-        "unix://$state/buildkitd.sock" >/dev/null
-    wait_for buildkitd 30 env DOCKER_CONFIG="$state/docker" buildx inspect --bootstrap modelstack-local
-
+    local name
+    for name in "${DAEMONS[@]}"; do start_daemon "$name"; done
     write_env
-    log "up: kubectl context $context, registry 127.0.0.1:$registry_port; eval \"\$(local-cluster/cluster.sh env)\""
+    log "up: node $node_name ready, kubectl context $context, registry $registry; eval \"\$(local-cluster/cluster.sh env)\""
 }
 
+# Pods first, through the API while it still runs (the kubelet tears down their containers and networks
+# as Kubernetes does); then every daemon in reverse order; then what the node left on the host.
 down() {
-    local name pid
-    for ((i = ${#processes[@]} - 1; i >= 0; i--)); do
-        name=${processes[i]}
+    local i name
+    if running kube-apiserver && running kubelet; then
+        KUBECONFIG=$state/kubeconfig kubectl drain "$node_name" --force --ignore-daemonsets --delete-emptydir-data \
+            --disable-eviction --grace-period=1 --timeout=60s >/dev/null 2>&1 || true
+    fi
+    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+        name=${DAEMONS[i]}
         [[ -f $state/pids/$name.pid ]] || continue
-        pid=$(cat "$state/pids/$name.pid")
-        if $sudo kill -0 "$pid" 2>/dev/null; then
-            $sudo kill -TERM "$pid"
-            for _ in $(seq 100); do $sudo kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            $sudo kill -KILL "$pid" 2>/dev/null || true
-        fi
+        [[ $name == containerd ]] && leftover_containers
+        stop_pid "$(cat "$state/pids/$name.pid")"
         rm -f "$state/pids/$name.pid"
     done
+    node_host_cleanup
     $sudo rm -rf --one-file-system "$state"
     log "down"
 }
 
+# Containers the drain did not remove (the API server or kubelet was gone): killed through containerd.
+leftover_containers() {
+    local ctr=(ctr --address "$containerd_sock" -n k8s.io) id
+    command -v ctr >/dev/null && running containerd || return 0
+    for id in $($sudo "${ctr[@]}" tasks ls -q 2>/dev/null); do $sudo "${ctr[@]}" tasks kill -s KILL "$id" >/dev/null 2>&1 || true; done
+    sleep 0.5
+    for id in $($sudo "${ctr[@]}" tasks ls -q 2>/dev/null); do $sudo "${ctr[@]}" tasks delete -f "$id" >/dev/null 2>&1 || true; done
+}
+
+# What the node leaves on the host: mounts under the state directory (volumes, container roots, pod
+# network namespaces), kube-proxy's and the CNI plugins' iptables chains, the bridge, the sysctls.
+node_host_cleanup() {
+    local mnt line
+    while read -r mnt; do $sudo umount -l "$mnt" 2>/dev/null || true; done < <(
+        awk -v s="$state/" 'index($2, s) == 1 {print $2}' /proc/self/mounts | sort -r)
+    if command -v kube-proxy >/dev/null || [[ -f $state/env.sh ]]; then
+        [[ -f $state/env.sh ]] && eval "$(grep '^export PATH=' "$state/env.sh" | head -n 1)"
+        command -v kube-proxy >/dev/null && $sudo kube-proxy --cleanup >/dev/null 2>&1 || true
+    fi
+    cni_chains_cleanup
+    shared_chains_cleanup
+    while $sudo iptables -w -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT -m comment --comment modelstack-local 2>/dev/null; do :; done
+    ip link show "$bridge" >/dev/null 2>&1 && $sudo ip link delete "$bridge"
+    if [[ -f $state/sysctls.saved ]]; then
+        while read -r line; do $sudo sysctl -q -w "$line" || true; done <"$state/sysctls.saved"
+    fi
+}
+
+# The bridge plugin's per-pod masquerade chains (CNI-<hash>, commented with the network's name) and the
+# firewall plugin's chains, for pods whose teardown never ran.
+cni_chains_cleanup() {
+    local rule chain
+    while read -r rule; do
+        eval "$sudo iptables -w -t nat ${rule/-A/-D}" 2>/dev/null || true  # a rule as iptables -S quotes it
+    done < <($sudo iptables -w -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | grep 'name: \\"modelstack\\"' || true)
+    for chain in $($sudo iptables -w -t nat -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^CNI-/ {print $2}'); do
+        $sudo iptables -w -t nat -S "$chain" 2>/dev/null | grep -q 'name: \\"modelstack\\"' || continue
+        $sudo iptables -w -t nat -F "$chain" && $sudo iptables -w -t nat -X "$chain" 2>/dev/null || true
+    done
+}
+
+# Chains the kubelet (KUBE-FIREWALL, its canary and hint) and the CNI firewall plugin (CNI-FORWARD, CNI-ADMIN)
+# make once per host and never remove: the jumps to them, then the chains.
+shared_chains_cleanup() {
+    local table rule chain
+    for table in filter nat mangle; do
+        while read -r rule; do
+            eval "$sudo iptables -w -t $table ${rule/-A/-D}" 2>/dev/null || true  # a rule as iptables -S quotes it
+        done < <($sudo iptables -w -t "$table" -S 2>/dev/null |
+            grep -E -- '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE-FIREWALL|CNI-FORWARD)$' || true)
+        for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT CNI-FORWARD CNI-ADMIN; do
+            if $sudo iptables -w -t "$table" -F "$chain" 2>/dev/null; then $sudo iptables -w -t "$table" -X "$chain"; fi
+        done
+    done
+}
+
 status() {
     local name rc=0
-    for name in "${processes[@]}"; do
+    for name in "${DAEMONS[@]}"; do
         if running "$name"; then echo "$name: running (pid $(cat "$state/pids/$name.pid"))"
         else echo "$name: stopped"; rc=1; fi
     done

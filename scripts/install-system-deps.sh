@@ -8,7 +8,10 @@
 #   docker-registry - the image registry on 127.0.0.1 of `make e2e` (local-cluster/)
 #   openssl      - the local cluster's certificates
 #   skopeo       - copies an image between registries by digest (artifacts/promote.py; `make e2e`)
-#   shellcheck   - lints scripts/ci/*.sh and the workflows' run: blocks (tests/ci/, through actionlint too)
+#   the shellcheck package - lints scripts/ci/*.sh and the workflows' run: blocks (tests/ci/, through actionlint too)
+#   the local cluster's node (local-cluster/): containernetworking-plugins (bridge, host-local, portmap,
+#   firewall, loopback), iptables and iproute2 (kube-proxy, the bridge), gettext-base (envsubst renders
+#   the node's files), libseccomp-dev (runc is built with seccomp: Pod Security restricted asks for it)
 # Installs only what is missing; a machine that has them does nothing. `make test` runs it first.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -25,6 +28,11 @@ has docker-registry || missing+=(docker-registry)
 has openssl || missing+=(openssl)
 has shellcheck || missing+=(shellcheck)
 has skopeo || missing+=(skopeo)
+[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+has iptables || missing+=(iptables)
+has ip || missing+=(iproute2)
+has envsubst || missing+=(gettext-base)
+[[ -f /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""

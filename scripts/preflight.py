@@ -1,7 +1,9 @@
 """Check what `make up/preview/destroy` needs before calling Pulumi, and say how to get it.
 
 Usage: python scripts/preflight.py STACK COMMAND. Exit 0 when ready, 1 with one
-line per missing thing otherwise (never a traceback).
+line per missing thing otherwise (never a traceback); `--no-cli` leaves the Pulumi
+CLI out (scripts/up.sh builds one). `--runs-grafana STACK`: exit 0 when the stack
+deploys Grafana (it then needs an admin password).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def kube_contexts() -> set[str] | None:
     return names if found else None
 
 
-def problems(stack: str, command: str) -> list[str]:
+def problems(stack: str, command: str, cli: bool = True) -> list[str]:
+    """What is missing; `cli=False` leaves out the Pulumi CLI (scripts/up.sh builds one when there is none)."""
     out = []
-    if shutil.which("pulumi") is None:
+    if cli and shutil.which("pulumi") is None:
         out.append(f"the Pulumi CLI is missing: {INSTALL_PULUMI}")
     config = stack_settings(stack)
     cluster = config.get("modelstack:cluster") or {}
@@ -71,11 +74,20 @@ def problems(stack: str, command: str) -> list[str]:
     return out
 
 
+def runs_grafana(stack: str) -> bool:
+    monitoring = stack_settings(stack).get("modelstack:monitoring") or {}
+    return monitoring.get("mode", "lightweight") != "none" and monitoring.get("grafana", True) is not False
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--runs-grafana":  # exit 0 when the stack runs Grafana (scripts/pulumi.sh)
+        return 0 if runs_grafana(argv[2]) else 1
+    cli = "--no-cli" not in argv
+    argv = [a for a in argv if a != "--no-cli"]
     if len(argv) != 3:
-        print("usage: preflight.py STACK COMMAND", file=sys.stderr)
+        print("usage: preflight.py [--no-cli] STACK COMMAND | preflight.py --runs-grafana STACK", file=sys.stderr)
         return 2
-    found = problems(argv[1], argv[2])
+    found = problems(argv[1], argv[2], cli)
     for line in found:
         print(f"error: {line}", file=sys.stderr)
     if found:

@@ -45,3 +45,12 @@ def test_a_present_context_is_accepted(tmp_path):
     out = _preflight(tmp_path, "pr-7", "destroy", kubeconfig=str(kubeconfig))
     assert "kind-modelstack" not in out.stderr
     assert "the Pulumi CLI is missing" in out.stderr
+
+
+def test_without_the_cli_flag_the_rest_is_still_checked(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path), "HOME": str(tmp_path)}
+    env.pop("KUBECONFIG", None)
+    out = subprocess.run([sys.executable, "scripts/preflight.py", "--no-cli", "dev", "up"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Pulumi CLI" not in out.stderr and "'kind-modelstack'" in out.stderr

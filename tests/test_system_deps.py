@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "install-system-deps.sh"
-PRESENT = ("bash", "id", "promtool", "prometheus", "docker-registry", "openssl", "shellcheck", "skopeo")  # wrk left out
+PRESENT = ("bash", "id", "promtool", "prometheus", "docker-registry", "openssl", "shellcheck", "skopeo",
+           "envsubst")  # wrk left out
 
 
 def as_unprivileged(cmd: list[str], env: dict[str, str]) -> list[str]:

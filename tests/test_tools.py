@@ -41,9 +41,22 @@ def test_the_cli_is_not_older_than_the_sdk_and_the_wrappers_match_the_script() -
     assert required("pulumi-language-python", "github.com/pulumi/pulumi/sdk/v3") == f"v{v['LANGUAGE_HOST_SDK_VERSION']}"
     assert required("kubernetes", "k8s.io/kubernetes") == f"v{v['KUBERNETES_VERSION']}"
     assert required("etcd", "go.etcd.io/etcd/server/v3") == f"v{v['ETCD_VERSION']}"
-    assert required("kwok", "sigs.k8s.io/kwok") == f"v{v['KWOK_VERSION']}"
+    assert required("containerd", "github.com/containerd/containerd/v2") == f"v{v['CONTAINERD_VERSION']}"
+    assert required("runc", "github.com/opencontainers/runc") == f"v{v['RUNC_VERSION']}"
+    assert required("coredns", "github.com/coredns/coredns") == f"v{v['COREDNS_VERSION']}"
+    assert required("prometheus", "github.com/prometheus/prometheus") == v["PROMETHEUS_MODULE"]
+    major, minor, patch = v["PROMETHEUS_VERSION"].split(".")  # module v0.MMmm.p is Prometheus MM.mm.p
+    assert v["PROMETHEUS_MODULE"] == f"v0.{int(major) * 100 + int(minor)}.{patch}"
     assert required("buildkit", "github.com/moby/buildkit") == f"v{v['BUILDKIT_VERSION']}"
     assert required("buildkit", "github.com/docker/buildx") == f"v{v['BUILDX_VERSION']}"
+
+
+def test_the_local_stack_names_the_prometheus_image_the_cluster_pushes() -> None:
+    cluster = (REPO / "local-cluster" / "cluster.sh").read_text()
+    pushed = re.search(r"^prometheus_image=\$registry/(\S+)", cluster, re.M)
+    assert pushed and pushed.group(1) == f"modelstack-system/prometheus:{script_versions()['PROMETHEUS_VERSION']}"
+    local = (REPO / "Pulumi.local.yaml").read_text()
+    assert f"prometheusImage: 127.0.0.1:35000/{pushed.group(1)}\n" in local
 
 
 def test_buildkit_is_the_release_line_of_the_client_docker_build_embeds() -> None:

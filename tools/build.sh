@@ -3,7 +3,10 @@
 #   pulumi + pulumi-language-python (+ its exec shim)   the Pulumi CLI and its Python language host
 #   pulumi-resource-kubernetes, -docker-build          provider plugins, installed into PULUMI_HOME
 #   etcd, kube-apiserver, kube-controller-manager,
-#   kube-scheduler, kubectl, kwok (+ its stages)       a Kubernetes control plane with fake nodes
+#   kube-scheduler, kubectl                            a Kubernetes control plane
+#   kubelet, kube-proxy, containerd (+ shim, ctr),
+#   runc, coredns, pause                               a real node: pods run, Services route, names resolve
+#   prometheus                                         the local stack's in-cluster Prometheus
 #   buildkitd, buildx                                  the image builder docker-build drives (remote driver)
 # Each tool lands in its own directory keyed by its version and recipe; a complete one is never
 # rebuilt, so a second run does nothing. An official `pulumi` on PATH (with its language host
@@ -31,7 +34,14 @@ KUBERNETES_PROVIDER_MODULE=v4.0.0-20260115033456-f47bc2d6f199
 DOCKER_BUILD_PROVIDER_VERSION=0.0.22
 KUBERNETES_VERSION=1.36.3
 ETCD_VERSION=3.6.16
-KWOK_VERSION=0.8.0
+# The node: containerd 2.3 (LTS; Kubernetes 1.36 needs containerd >= 2.0, and 2.x keeps cgroup v1),
+# runc 1.4 (still runs on cgroup v1, deprecated there), CoreDNS for Service names.
+CONTAINERD_VERSION=2.3.7
+RUNC_VERSION=1.4.4
+COREDNS_VERSION=1.15.0
+# Prometheus 3.16 (its module's v0.316.0): Debian's package leaves Kubernetes service discovery out.
+PROMETHEUS_VERSION=3.16.0
+PROMETHEUS_MODULE=v0.316.0
 # BuildKit of the client docker-build v0.0.22 embeds (v0.31), and that provider's buildx.
 BUILDKIT_VERSION=0.31.2
 BUILDX_VERSION=0.35.0
@@ -56,13 +66,14 @@ key() {
     } | sha256sum | cut -c1-12
 }
 
-# build NAME DIR CMD...: run CMD in a fresh work directory unless DIR is complete; DIR appears only when done.
+# build NAME DIR MINUTES CMD...: run CMD in a fresh work directory unless DIR is complete; DIR appears only
+# when done. MINUTES: what it took on 2 cores with empty Go caches (docs/benchmarks.md), for the progress line.
 build() {
-    local name=$1 dir=$2; shift 2
+    local name=$1 dir=$2 minutes=$3; shift 3
     [[ -f $dir/.complete ]] && return 0
     local work=$dir.work start=$SECONDS
     rm -rf "$work" && mkdir -p "$work/bin"
-    log "building $name (log: $work.log)"
+    log "building $name: about $minutes min on 2 cores the first time (log: $work.log)"
     if ! (cd "$work" && "$@") >"$work.log" 2>&1; then
         tail -n 20 "$work.log" >&2
         die "building $name failed; full log in $work.log"
@@ -117,27 +128,39 @@ docker_build_provider() {
         github.com/pulumi/pulumi-docker-build/provider/cmd/pulumi-resource-docker-build
 }
 
-control_plane() {
-    local major=${KUBERNETES_VERSION%%.*} minor ldflags="" pkg f stages
+# What hack/lib/version.sh sets: clients (the kubernetes provider among them) check the server version.
+kubernetes_ldflags() {
+    local major=${KUBERNETES_VERSION%%.*} minor ldflags="" pkg
     minor=${KUBERNETES_VERSION#*.}; minor=${minor%%.*}
-    # What hack/lib/version.sh sets: clients (the kubernetes provider among them) check the server version.
     for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
         ldflags+=" -X $pkg.gitVersion=v$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
         ldflags+=" -X $pkg.gitTreeState=clean"
     done
-    wrapper_build kubernetes "$ldflags" selinux,notest \
+    echo "$ldflags"
+}
+
+control_plane() {
+    wrapper_build kubernetes "$(kubernetes_ldflags)" selinux,notest \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
         k8s.io/kubernetes/cmd/kubectl
     wrapper_build etcd "" "" go.etcd.io/etcd/server/v3
     mv bin/server bin/etcd  # go names the binary after the module path's last element before /v3
-    wrapper_build kwok "" "" sigs.k8s.io/kwok/cmd/kwok
-    # kwok only moves fake nodes and pods through the stages it is given: the ones it ships for
-    # node start-up and heartbeats (with leases) and pod ready / complete / delete.
-    stages=$(module_dir "sigs.k8s.io/kwok@v$KWOK_VERSION")/kustomize/stage
-    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-             pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-        printf -- '---\n'; cat "$stages/$f"
-    done > bin/kwok-stages.yaml
+}
+
+node() {
+    wrapper_build kubernetes "$(kubernetes_ldflags)" selinux,notest k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+    local pkg=github.com/containerd/containerd/v2 src
+    wrapper_build containerd "-X $pkg/version.Version=v$CONTAINERD_VERSION -X $pkg/version.Package=$pkg" "" \
+        $pkg/cmd/containerd $pkg/cmd/containerd-shim-runc-v2 $pkg/cmd/ctr
+    # runc applies the pods' RuntimeDefault seccomp profile through libseccomp (cgo), as its release does.
+    CGO_ENABLED=1 wrapper_build runc "" seccomp,urfave_cli_no_docs github.com/opencontainers/runc
+    wrapper_build coredns "" "" github.com/coredns/coredns
+    # Only the service discovery the stack's scrape config uses (its build tags drop the other 30).
+    wrapper_build prometheus "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+        remove_all_sd,enable_kubernetes_sd github.com/prometheus/prometheus/cmd/prometheus
+    # The sandbox ("pause") container: its source ships in the kubernetes module; static, for a scratch image.
+    src=$(module_dir "k8s.io/kubernetes@v$KUBERNETES_VERSION")/build/pause/linux/pause.c
+    gcc -Os -Wall -Werror -static -DVERSION="v$KUBERNETES_VERSION-modelstack" -o bin/pause "$src"
 }
 
 builder() {
@@ -165,20 +188,25 @@ fi
 if [[ -z $pulumi_dir ]]; then
     pulumi_dir=$cache/pulumi-$PULUMI_VERSION-$(key pulumi pulumi_cli "$PULUMI_VERSION" "$LANGUAGE_HOST_SDK_VERSION" \
         "$(key pulumi-language-python :)")
-    build "pulumi $PULUMI_VERSION" "$pulumi_dir" pulumi_cli
+    build "pulumi $PULUMI_VERSION" "$pulumi_dir" 6 pulumi_cli
 fi
 
 k8s_provider_dir=$cache/pulumi-resource-kubernetes-$KUBERNETES_PROVIDER_VERSION-$(key - kubernetes_provider \
     "$KUBERNETES_PROVIDER_VERSION" "$KUBERNETES_PROVIDER_MODULE")
-build "pulumi-resource-kubernetes $KUBERNETES_PROVIDER_VERSION" "$k8s_provider_dir" kubernetes_provider
+build "pulumi-resource-kubernetes $KUBERNETES_PROVIDER_VERSION" "$k8s_provider_dir" 9 kubernetes_provider
 docker_build_dir=$cache/pulumi-resource-docker-build-$DOCKER_BUILD_PROVIDER_VERSION-$(key docker-build docker_build_provider \
     "$DOCKER_BUILD_PROVIDER_VERSION")
-build "pulumi-resource-docker-build $DOCKER_BUILD_PROVIDER_VERSION" "$docker_build_dir" docker_build_provider
+build "pulumi-resource-docker-build $DOCKER_BUILD_PROVIDER_VERSION" "$docker_build_dir" 3 docker_build_provider
 control_plane_dir=$cache/kubernetes-$KUBERNETES_VERSION-$(key kubernetes control_plane \
-    "$KUBERNETES_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$(key etcd :)" "$(key kwok :)")
-build "kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION" "$control_plane_dir" control_plane
+    "$KUBERNETES_VERSION" "$ETCD_VERSION" "$(key etcd :)" "$(declare -f kubernetes_ldflags)")
+build "kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION" "$control_plane_dir" 6 control_plane
+node_dir=$cache/node-$KUBERNETES_VERSION-$(key kubernetes node "$KUBERNETES_VERSION" "$CONTAINERD_VERSION" \
+    "$RUNC_VERSION" "$COREDNS_VERSION" "$PROMETHEUS_VERSION" "$PROMETHEUS_MODULE" "$(key containerd :)" "$(key runc :)" "$(key coredns :)" \
+    "$(key prometheus :)" "$(declare -f kubernetes_ldflags)")
+build "kubelet and kube-proxy $KUBERNETES_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, coredns $COREDNS_VERSION, prometheus $PROMETHEUS_VERSION" \
+    "$node_dir" 5 node
 builder_dir=$cache/buildkit-$BUILDKIT_VERSION-$(key buildkit builder "$BUILDKIT_VERSION" "$BUILDX_VERSION")
-build "buildkit $BUILDKIT_VERSION, buildx $BUILDX_VERSION" "$builder_dir" builder
+build "buildkit $BUILDKIT_VERSION, buildx $BUILDX_VERSION" "$builder_dir" 2 builder
 
 # Plugins go into a PULUMI_HOME of our own (never the user's ~/.pulumi), from the files just built.
 pulumi_home=$cache/pulumi-home
@@ -194,6 +222,5 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 install_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION" "$k8s_provider_dir"
 install_plugin docker-build "$DOCKER_BUILD_PROVIDER_VERSION" "$docker_build_dir"
 
-echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:\$PATH\""
+echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:$node_dir:\$PATH\""
 echo "export PULUMI_HOME=\"$pulumi_home\""
-echo "export KWOK_STAGES=\"$control_plane_dir/kwok-stages.yaml\""
