@@ -39,6 +39,7 @@ def test_build_succeeds_with_a_recipe_file(mlp, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert summary["digest"] == report["digest"] and report["name"] == "tiny"
     assert proc.stderr.strip() == ""  # no progress display when stderr is not a TTY
+    assert 0 < report["peak_rss_bytes"] < 2 * 1024**3  # a build process of its own: its peak is the build's
 
 
 @pytest.mark.parametrize(
