@@ -142,8 +142,12 @@ preflight() {
             fi
         done
     done
+    stale_bridge=false
     if ip link show "$bridge" >/dev/null 2>&1; then
-        die "the network bridge $bridge exists: another checkout's local cluster runs here (or a crashed one left it); stop it with its \`local-cluster/cluster.sh down\`, or remove it: ip link delete $bridge"
+        if pgrep -f -- "kubelet --config .*/node/kubelet.yaml" >/dev/null; then
+            die "the network bridge $bridge exists and a kubelet runs: another checkout's local cluster runs here; stop it with its \`local-cluster/cluster.sh down\`"
+        fi
+        stale_bridge=true  # a cluster whose processes were killed (a machine's session ended): cleaned in up
     fi
 }
 
@@ -260,6 +264,10 @@ up() {
     preflight
     tools_env=$("$repo/tools/build.sh")
     eval "$tools_env"
+    if $stale_bridge; then
+        log "a local cluster that was never stopped left the bridge $bridge and its iptables rules; removing them"
+        node_host_cleanup
+    fi
     # shellcheck disable=SC2034  # containerd.toml's BinaryName
     runc=$(command -v runc)
     "$repo/scripts/start-dockerd.sh" >/dev/null
