@@ -154,6 +154,10 @@ class AutoscalingSection(_Section):
     min_replicas: int = Field(1, ge=1, le=1000)
     max_replicas: int = Field(1, ge=1, le=1000)
     target_cpu_utilization: int = Field(70, ge=1, le=100)
+    # The HPA's stabilization windows: how long a higher (lower) replica count must be asked for before it
+    # is applied. Model pods are slow to start, so scale-down waits 5 minutes by default.
+    scale_up_window_s: int = Field(0, ge=0, le=3600)
+    scale_down_window_s: int = Field(300, ge=0, le=3600)
 
 
 class PdbSection(_Section):

@@ -49,6 +49,8 @@ class Autoscaling:
     min_replicas: int
     max_replicas: int
     target_cpu_utilization: int = 70
+    scale_up_window_s: int = 0
+    scale_down_window_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class ModelServiceArgs:
             port=s.port, replicas=s.replicas, cpu=s.cpu, memory=s.memory, cpu_limit=s.cpu_limit,
             memory_limit=s.memory_limit, gpu=s.gpu, max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms, max_queue_size=s.max_queue_size,
-            autoscaling=Autoscaling(auto.min_replicas, auto.max_replicas, auto.target_cpu_utilization)
+            autoscaling=Autoscaling(auto.min_replicas, auto.max_replicas, auto.target_cpu_utilization,
+                                    auto.scale_up_window_s, auto.scale_down_window_s)
             if auto.enabled else None,
             pdb_min_available=s.pdb.min_available if s.pdb.enabled else None,
             allowed_ingress_namespaces=tuple(s.allowed_ingress_namespaces),
@@ -324,8 +327,10 @@ class ModelService(pulumi.ComponentResource):
                     ),
                 )],
                 behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
-                    # Model pods are slow to start: scale down only after 5 min of sustained low load.
-                    scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=300),
+                    scale_up=k8s.autoscaling.v2.HPAScalingRulesArgs(
+                        stabilization_window_seconds=auto.scale_up_window_s),
+                    scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(
+                        stabilization_window_seconds=auto.scale_down_window_s),
                 ),
             ),
             opts=child,

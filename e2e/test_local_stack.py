@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,14 +255,50 @@ def test_6_a_recipe_change_shows_why_and_rolls_the_pods_without_a_failed_request
     assert not {p["metadata"]["name"] for p in assert_running_on_the_node(stack, "digits", REPLICAS)} & set(old_pods)
 
 
-def test_7_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
+def hpa_replicas(stack: Stack) -> tuple[int, int]:
+    """(current, desired) replicas of the serving HPA, as the controller manager last set them."""
+    status = kube_json(stack.env, "get", "hpa", "digits", "-n", namespace(stack)).get("status", {})
+    return int(status.get("currentReplicas", 0)), int(status.get("desiredReplicas", 0))
+
+
+def wait_for_replicas(stack: Stack, done: Callable[[int], bool], limit_s: float) -> float:
+    """Seconds until the Deployment's ready replicas satisfy `done` (and the HPA agrees)."""
+    start = time.monotonic()
+    while True:
+        ready = int(deployment(stack)["status"].get("readyReplicas", 0))
+        if done(ready) and done(hpa_replicas(stack)[0]):
+            return time.monotonic() - start
+        assert time.monotonic() - start < limit_s, (ready, hpa_replicas(stack))
+        time.sleep(2)
+
+
+def test_7_the_hpa_scales_on_real_cpu_figures_and_back(stack: Stack, tmp_path: Path) -> None:
+    # metrics-server reads the pods' CPU from the kubelet; the HPA targets 50% of the 100m request.
+    for key, value in {"enabled": "true", "minReplicas": "1", "maxReplicas": "3", "targetCpuUtilization": "50",
+                       "scaleDownWindowS": "15"}.items():  # --path stores true and numbers typed
+        stack.pulumi("config", "set", "--path", f"serving.autoscaling.{key}", value)
+    stack.pulumi("up", "--yes", timing="7 up (autoscaling on)", timeout=900)
+    wait_for_replicas(stack, lambda n: n == 1, 180)
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
+    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path, connections=4, delay_ms=5) as load:
+        up_s = wait_for_replicas(stack, lambda n: n >= 2, 240)
+        peak = hpa_replicas(stack)[1]
+    assert load.result is not None
+    assert load.result.non_2xx == 0 and not any(load.result.socket_errors.values()), load.result.output
+    down_s = wait_for_replicas(stack, lambda n: n == 1, 300)
+    FIGURES["7 autoscaling"] = (f"1 -> {peak} replicas {up_s:.0f} s into the load ({load.result.summary()}); "
+                                f"back to 1 {down_s:.0f} s after it")
+
+
+def test_8_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
     before = stack.outputs()
     tags = registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY)
     recipe = tmp_path / "prune90.yaml"
     recipe.write_text(json.dumps(FAILING_RECIPE))
     stack.pulumi("config", "set", "recipe", str(recipe))
     try:
-        up = stack.pulumi("up", "--yes", check=False, timing="7 up (failing gate)", timeout=1800)
+        up = stack.pulumi("up", "--yes", check=False, timing="8 up (failing gate)", timeout=1800)
     finally:
         stack.pulumi("config", "set", "recipe", "int8-static")
     assert up.returncode != 0
@@ -279,7 +316,7 @@ PRIVILEGED_POD = {
 }
 
 
-def test_8_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
+def test_9_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
     ns = kube_json(stack.env, "get", "namespace", namespace(stack))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     manifest = tmp_path / "pod.json"
@@ -292,8 +329,8 @@ def test_8_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack
     assert accepted.returncode == 0, accepted.output
 
 
-def test_9_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.pulumi("destroy", "--yes", timing="9 destroy", timeout=900)
+def test_10_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
+    stack.pulumi("destroy", "--yes", timing="10 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",

@@ -3,7 +3,7 @@
 # etcd, kube-apiserver (Pod Security admission on, as by default), kube-controller-manager,
 # kube-scheduler, Debian's docker-registry (seeded with a debootstrap base image through the Docker
 # engine, started if none answers), buildkitd as the buildx builder `modelstack-local`, and the node:
-# containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS.
+# containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS, metrics-server.
 # The daemons are declared in local-cluster/daemons.sh; the node's files are in local-cluster/node/.
 #
 #   local-cluster/cluster.sh up       build the tools if needed (tools/build.sh), start everything, wait until ready
@@ -40,6 +40,7 @@ bridge=modelstack0 node_name=modelstack-node context=modelstack-local
 registry=127.0.0.1:$registry_port
 pause_image=$registry/modelstack-system/pause:3.10 coredns_image=$registry/modelstack-system/coredns:1.15.0
 prometheus_image=$registry/modelstack-system/prometheus:3.16.0  # Pulumi.local.yaml names it
+metrics_server_image=$registry/modelstack-system/metrics-server:0.8.0
 pki=$state/pki containerd_sock=$state/containerd/containerd.sock cni_bin_dir=/usr/lib/cni
 # What the kubelet sets on the host (and bridged pod traffic needs); restored by `down`.
 sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
@@ -58,7 +59,7 @@ running() { [[ -f $state/pids/$1.pid ]] && $sudo kill -0 "$(cat "$state/pids/$1.
 # hosts.toml and the CNI network where containerd looks for them.
 render_node_files() {
     local file vars name
-    vars=(state pki node_ip node_name pod_cidr bridge dns_ip registry pause_image coredns_image containerd_sock
+    vars=(state pki node_ip node_name pod_cidr bridge dns_ip registry pause_image coredns_image metrics_server_image containerd_sock
         cni_bin_dir runc kubelet_port kubelet_healthz_port kube_proxy_healthz_port kube_proxy_metrics_port)
     mkdir -p "$state/node/certs.d/$registry" "$state/node/net.d"
     for file in "$here"/node/*; do
@@ -156,16 +157,22 @@ certificates() {
     mkdir -p "$pki"
     (
         cd "$pki"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=modelstack-local-ca" \
-            -keyout ca.key -out ca.crt 2>/dev/null
-        # cert NAME SUBJECT SANS: a certificate from the CA for server and client auth.
+        # The cluster's CA, and the front proxy's: the API server proves with a certificate of the latter
+        # which user it forwards to an aggregated API (metrics-server).
+        for ca in ca front-proxy-ca; do
+            openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=modelstack-local-$ca" \
+                -keyout "$ca.key" -out "$ca.crt" 2>/dev/null
+        done
+        # cert NAME SUBJECT SANS [CA]: a certificate from CA (default: the cluster's) for server and client auth.
         cert() {
+            local ca=${4:-ca}
             printf '%s\n' "[v3]" "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" \
                 "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=$3" >"$1.ext"
             openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-            openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+            openssl x509 -req -in "$1.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days 30 \
                 -extfile "$1.ext" -extensions v3 -out "$1.crt" 2>/dev/null
         }
+        cert front-proxy-client "/CN=front-proxy-client" "DNS:front-proxy-client" front-proxy-ca
         # The API server's certificate also identifies the admin and the control plane's clients.
         cert admin "/O=system:masters/CN=modelstack-admin" \
             "IP:$node_ip,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -231,6 +238,7 @@ system_images() {
     system_image pause "$pause_image" "$(command -v pause)" scratch 65535:65535
     system_image coredns "$coredns_image" "$(command -v coredns)" scratch 65532:65532
     system_image prometheus "$prometheus_image" "$(command -v prometheus)" scratch 65534:65534
+    system_image metrics-server "$metrics_server_image" "$(command -v metrics-server)" scratch 65534:65534
 }
 
 write_env() {

@@ -40,6 +40,10 @@ daemon_kube-apiserver() {
         --service-account-issuer https://kubernetes.default.svc.cluster.local
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key"
         --service-cluster-ip-range "$service_cidr" --authorization-mode Node,RBAC --allow-privileged=true
+        --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client
+        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group
+        --requestheader-extra-headers-prefix X-Remote-Extra- --enable-aggregator-routing=true
+        --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key"
         --profiling=false)
     ready=(kubectl get --raw /readyz) ready_s=120
 }
@@ -125,7 +129,9 @@ daemon_kube-proxy() {
     command=(kube-proxy --config "$state/node/kube-proxy.yaml")
     ready=(curl -sf "http://127.0.0.1:$kube_proxy_healthz_port/healthz") ready_s=60
 }
+# The add-ons, once Services route: CoreDNS, and metrics-server (the HPA's CPU figures, as an aggregated API).
 after_kube-proxy() {
-    kubectl apply -f "$state/node/coredns.yaml" >/dev/null
+    kubectl apply -f "$state/node/coredns.yaml" -f "$state/node/metrics-server.yaml" >/dev/null
     wait_for kube-proxy 120 kubectl -n kube-system rollout status deployment/coredns --timeout=1s
+    wait_for kube-proxy 120 kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=1s
 }

@@ -6,7 +6,7 @@
 #   kube-scheduler, kubectl                            a Kubernetes control plane
 #   kubelet, kube-proxy, containerd (+ shim, ctr),
 #   runc, coredns, pause                               a real node: pods run, Services route, names resolve
-#   prometheus                                         the local stack's in-cluster Prometheus
+#   prometheus, metrics-server                         the local stack's in-cluster Prometheus; CPU figures for HPAs
 #   buildkitd, buildx                                  the image builder docker-build drives (remote driver)
 # Each tool lands in its own directory keyed by its version and recipe; a complete one is never
 # rebuilt, so a second run does nothing. An official `pulumi` on PATH (with its language host
@@ -42,6 +42,8 @@ COREDNS_VERSION=1.15.0
 # Prometheus 3.16 (its module's v0.316.0): Debian's package leaves Kubernetes service discovery out.
 PROMETHEUS_VERSION=3.16.0
 PROMETHEUS_MODULE=v0.316.0
+# metrics-server 0.8.0 (the HPA's CPU figures; 0.9.x asks for a newer Go than ours).
+METRICS_SERVER_VERSION=0.8.0
 # BuildKit of the client docker-build v0.0.22 embeds (v0.31), and that provider's buildx.
 BUILDKIT_VERSION=0.31.2
 BUILDX_VERSION=0.35.0
@@ -158,6 +160,7 @@ node() {
     # Only the service discovery the stack's scrape config uses (its build tags drop the other 30).
     wrapper_build prometheus "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
         remove_all_sd,enable_kubernetes_sd github.com/prometheus/prometheus/cmd/prometheus
+    wrapper_build metrics-server "" "" sigs.k8s.io/metrics-server/cmd/metrics-server
     # The sandbox ("pause") container: its source ships in the kubernetes module; static, for a scratch image.
     src=$(module_dir "k8s.io/kubernetes@v$KUBERNETES_VERSION")/build/pause/linux/pause.c
     gcc -Os -Wall -Werror -static -DVERSION="v$KUBERNETES_VERSION-modelstack" -o bin/pause "$src"
@@ -202,8 +205,8 @@ control_plane_dir=$cache/kubernetes-$KUBERNETES_VERSION-$(key kubernetes control
 build "kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION" "$control_plane_dir" 6 control_plane
 node_dir=$cache/node-$KUBERNETES_VERSION-$(key kubernetes node "$KUBERNETES_VERSION" "$CONTAINERD_VERSION" \
     "$RUNC_VERSION" "$COREDNS_VERSION" "$PROMETHEUS_VERSION" "$PROMETHEUS_MODULE" "$(key containerd :)" "$(key runc :)" "$(key coredns :)" \
-    "$(key prometheus :)" "$(declare -f kubernetes_ldflags)")
-build "kubelet and kube-proxy $KUBERNETES_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, coredns $COREDNS_VERSION, prometheus $PROMETHEUS_VERSION" \
+    "$(key prometheus :)" "$METRICS_SERVER_VERSION" "$(key metrics-server :)" "$(declare -f kubernetes_ldflags)")
+build "kubelet and kube-proxy $KUBERNETES_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, coredns $COREDNS_VERSION, prometheus $PROMETHEUS_VERSION, metrics-server $METRICS_SERVER_VERSION" \
     "$node_dir" 5 node
 builder_dir=$cache/buildkit-$BUILDKIT_VERSION-$(key buildkit builder "$BUILDKIT_VERSION" "$BUILDX_VERSION")
 build "buildkit $BUILDKIT_VERSION, buildx $BUILDX_VERSION" "$builder_dir" 2 builder

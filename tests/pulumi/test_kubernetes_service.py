@@ -137,12 +137,14 @@ def test_dev_is_cpu_only_without_autoscaling(program):
 def test_cpu_autoscaling_on_a_cpu_stack(program):
     cfg = copy.deepcopy(stack_config("dev"))
     cfg["modelstack:serving"]["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 4,
-                                                "targetCpuUtilization": 60}
+                                                "targetCpuUtilization": 60, "scaleDownWindowS": 30}
     cfg["modelstack:serving"]["pdb"] = {"enabled": True, "minAvailable": 1}
     run = program("dev", config=cfg)
     hpa = _obj(run, "HorizontalPodAutoscaler")["spec"]
     assert hpa["metrics"] == [{"type": "Resource", "resource": {
         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]
+    assert hpa["behavior"] == {"scaleUp": {"stabilizationWindowSeconds": 0},
+                               "scaleDown": {"stabilizationWindowSeconds": 30}}
     assert _obj(run, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
