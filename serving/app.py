@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from serving import __version__, protocol
 from serving.batching import Batcher
 from serving.errors import (
     BadRequest,
+    InjectedFault,
     ModelNotFound,
     PayloadTooLarge,
     ServingError,
@@ -170,6 +172,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         # labels() costs microseconds per call: keep the bound children (a handful: low cardinality).
         children: dict[tuple[str, int], tuple[Any, Any]] = {}
         inflight_children: dict[str, Any] = {}
+        fault_ratio = settings.fault_error_ratio
 
         async def route(request: Request) -> Response:
             label = model_label(name_of(request))
@@ -179,6 +182,8 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
                 inflight = inflight_children[label] = metrics.inflight.labels(label)
             inflight.inc()
             try:
+                if fault_ratio and random.random() < fault_ratio:  # tests only: no need for a secure random
+                    raise InjectedFault(f"injected fault (fault_error_ratio={fault_ratio}); a setting for tests only")
                 response = await handle(request)
             except ServingError as e:
                 response = error_response(e)

@@ -52,6 +52,12 @@ class PayloadTooLarge(ServingError):
         super().__init__(message, headers={"Connection": "close"})
 
 
+class InjectedFault(ServingError):
+    """The answer of `fault_error_ratio` (tests only): a 500 like a model that fails."""
+
+    status_code = 500
+
+
 class Unavailable(ServingError):
     status_code = 503
 

@@ -92,3 +92,10 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log every request (costs latency).")
+    fault_error_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="For tests only: answer this share of inference requests with 500, as a misbehaving "
+        "model would, so that a canary's analysis and its rollback can be exercised. Never set it in production.",
+    )

@@ -200,3 +200,19 @@ def test_request_series_exist_at_zero_before_the_first_request(model_root: Path)
         for code in ("200", "500", "503"):
             line = f'modelstack_requests_total{{code="{code}",endpoint="{endpoint}",model="linear"}} 0.0'
             assert line in text, line
+
+
+def test_the_fault_setting_fails_that_share_of_inference_requests_and_counts_them(model_root: Path) -> None:
+    """fault_error_ratio (tests only) is how e2e makes a canary misbehave: 500s on inference, never on probes."""
+    body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}]}
+    with client_for(model_root / "linear", fault_error_ratio=0.5) as c:
+        codes = [infer(c, body).status_code for _ in range(400)]
+        assert all(c.get("/v2/health/ready").status_code == 200 for _ in range(20))
+        failed = codes.count(500)
+        assert set(codes) == {200, 500} and 140 < failed < 260, failed
+        metrics = c.get("/metrics").text
+        assert f'modelstack_requests_total{{code="500",endpoint="infer",model="linear"}} {float(failed)}' in metrics
+        answer = next(r for r in (infer(c, body) for _ in range(50)) if r.status_code == 500)
+        assert "injected fault" in answer.json()["error"]
+    with client_for(model_root / "linear") as c:
+        assert {infer(c, body).status_code for _ in range(50)} == {200}
