@@ -5,12 +5,14 @@ it is bad), build the components in order, export what operators look at.
 Never import torch here: it would land on every `pulumi preview`.
 """
 
+import dataclasses
+
 import pulumi
 
 from components.cluster import kubernetes_provider
 from components.config import ConfigError, load_stack_config
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, eks_subnet_ids
-from components.model_service import ModelService, ModelServiceArgs
+from components.model_service import CanaryAnalysis, ModelService, ModelServiceArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.optimized_model import OptimizedModel, OptimizedModelArgs
 from components.promotion import Promotion, PromotionArgs
@@ -81,21 +83,24 @@ if cfg.gpu.pool == "eks-managed":
     subnets = eks_subnet_ids(cfg.cluster.name, pulumi.InvokeOutputOptions(provider=providers["aws"]))
 gpu = GpuNodePool("gpu", GpuNodePoolArgs.from_config(cfg, subnet_ids=subnets), opts=opts)
 
+monitoring_args = analysis = None
+if cfg.monitoring.mode != "none":
+    # The latency alert's threshold follows the model's benchmarked p99, so it tightens as models get faster.
+    monitoring_args = MonitoringArgs.from_config(cfg, benchmark_p99_ms=figures["latencyP99Ms"],
+                                                 gpu_scheduling=gpu.scheduling)
+    # A canary is judged by the alerts' own figures, asked of the same Prometheus.
+    analysis = CanaryAnalysis(prometheus_url=monitoring_args.prometheus_url, params=pulumi.Output.from_input(
+        figures["latencyP99Ms"]).apply(lambda ms: monitoring_args.alert_params(float(ms))))
+
 service = ModelService(
     "serving",
-    ModelServiceArgs.from_config(cfg, image=image_ref, scheduling=gpu.scheduling),
+    ModelServiceArgs.from_config(cfg, image=image_ref, scheduling=gpu.scheduling, analysis=analysis),
     opts=opts,
 )
 
 monitoring = None
-if cfg.monitoring.mode != "none":
-    # The latency alert's threshold follows the model's benchmarked p99, so it tightens as models get faster.
-    monitoring = Monitoring(
-        "monitoring",
-        MonitoringArgs.from_config(cfg, benchmark_p99_ms=figures["latencyP99Ms"], depends_on=[service],
-                                   gpu_scheduling=gpu.scheduling),
-        opts=opts,
-    )
+if monitoring_args is not None:
+    monitoring = Monitoring("monitoring", dataclasses.replace(monitoring_args, depends_on=[service]), opts=opts)
 
 pulumi.export("namespace", service.namespace)
 pulumi.export("endpoint", service.endpoint)

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from live.rollout import RolloutFailed
 from optimize.errors import OptimizeError
 from optimize.recipe import RecipeError
 
@@ -44,8 +45,10 @@ class InputChanged(RuntimeError):
 
 
 # What the user fixes (a missed gate, a bad model file or recipe, a store it cannot reach, a file
-# changed since preview): shown as its one-line message. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (OptimizeError, RecipeError, ArtifactStoreError, InputChanged)
+# changed since preview, a canary its analysis rolled back): shown as its one-line message. Anything
+# else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    OptimizeError, RecipeError, ArtifactStoreError, InputChanged, RolloutFailed)
 
 
 def build_key(props: dict[str, Any]) -> str:

@@ -13,6 +13,9 @@ stacks can share one Prometheus (prod) without seeing each other's series.
   could fire).
 - GPU (DCGM exporter): framebuffer near full; utilization stuck at zero while requests flow (the model fell
   back to CPU).
+
+A canary's analysis (an Argo Rollouts AnalysisTemplate, `canary_metrics`) judges the new pods alone by the same
+two figures: the 5xx ratio at which the fastest burn-rate alert pages, and the latency alert's p99 threshold.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class AlertParams:
     @property
     def error_budget(self) -> float:
         return 1.0 - self.availability_target
+
+    @property
+    def page_error_ratio(self) -> float:
+        """The 5xx ratio at which the fastest burn-rate alert pages; a canary above it fails its analysis."""
+        return BURN_RATE_WINDOWS[0][2] * self.error_budget
 
     @property
     def series(self) -> str:
@@ -214,6 +222,31 @@ def _targets_group(p: AlertParams) -> dict[str, Any]:
             "No serving pod has been scraped successfully for 5 minutes: the model is not serving.",
         ),
     ]}
+
+
+# A canary's figures: its pods only, over four scrapes (15 s apart) so that one scrape more or less matters little.
+CANARY_WINDOW = "1m"
+
+
+def canary_metrics(p: AlertParams, pods: str, prometheus_url: str, interval_s: int, failure_limit: int,
+                   count: int) -> list[dict[str, Any]]:
+    """The metrics of an Argo Rollouts AnalysisTemplate: the pods matching the regex `pods` (the canary's),
+    judged by the thresholds the alerts use. No requests yet (no series, or 0/0) is not a failure."""
+    canary = f'{p.series},pod=~"{pods}"'
+    total = f"sum(rate(modelstack_requests_total{{{canary}}}[{CANARY_WINDOW}]))"
+    errors = f'sum(rate(modelstack_requests_total{{{canary},code=~"5.."}}[{CANARY_WINDOW}]))'
+    p99 = (f"histogram_quantile(0.99, sum by (le) (rate(modelstack_request_duration_seconds_bucket{{{canary}}}"
+           f"[{CANARY_WINDOW}])))")
+
+    def metric(name: str, query: str, limit: float) -> dict[str, Any]:
+        return {
+            "name": name, "interval": f"{interval_s}s", "count": count, "failureLimit": failure_limit,
+            "successCondition": f"len(result) == 0 || isNaN(result[0]) || result[0] <= {_num(limit)}",
+            "provider": {"prometheus": {"address": prometheus_url, "query": query}},
+        }
+
+    return [metric("error-ratio", f"{errors}\n/\n{total}", p.page_error_ratio),
+            metric("latency-p99", p99, p.latency_threshold_s)]
 
 
 def _gpu_group(p: AlertParams) -> dict[str, Any]:

@@ -11,8 +11,10 @@ This module imports no torch: it runs on every `pulumi preview`.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import re
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -165,6 +167,34 @@ class PdbSection(_Section):
     min_available: int = Field(1, ge=1, le=1000)
 
 
+class CanaryStepSection(_Section):
+    """One canary step: this share of the replicas runs the new revision, then it is watched this long."""
+
+    weight: int = Field(ge=1, le=100)
+    pause_s: int = Field(60, ge=0, le=3600)
+
+
+class CanaryAnalysisSection(_Section):
+    """During each step's pause, the stack's Prometheus is asked every intervalS about the new pods."""
+
+    interval_s: int = Field(15, ge=5, le=600)
+    failure_limit: int = Field(0, ge=0, le=100)
+    # Where the Argo Rollouts controller runs: its analysis queries Prometheus, whose NetworkPolicy lets it in.
+    controller_namespace: str = "argo-rollouts"
+
+    _namespace = field_validator("controller_namespace")(_check_dns_label)
+
+
+class RolloutSection(_Section):
+    """How a new revision replaces the serving pods: `rolling` (a Deployment) or `canary` (an Argo Rollout)."""
+
+    strategy: Literal["rolling", "canary"] = "rolling"
+    steps: list[CanaryStepSection] = Field(default_factory=list)
+    analysis: CanaryAnalysisSection | None = None
+    # How long `pulumi up` waits for a canary to be promoted or rolled back before it fails the update.
+    timeout_s: int = Field(900, ge=60, le=7200)
+
+
 class ServingSection(_Section):
     """The inference Deployment and what surrounds it."""
 
@@ -182,6 +212,10 @@ class ServingSection(_Section):
     autoscaling: AutoscalingSection = AutoscalingSection()
     pdb: PdbSection = PdbSection()
     allowed_ingress_namespaces: list[str] = Field(default_factory=list)
+    rollout: RolloutSection = RolloutSection()
+    # For tests only: this share of inference requests is answered with 500 (a model that misbehaves once
+    # served), so a canary's analysis and its rollback can be exercised. Never set it on a real stack.
+    fault_error_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
     _namespace = field_validator("namespace")(_check_dns_label)
 
@@ -406,6 +440,7 @@ def _check_combinations(cfg: StackConfig, own: dict[str, str], where: str) -> li
     out += _check_cluster(cfg, where)
     out += _check_registry(cfg, where)
     out += _check_scaling(cfg, where)
+    out += _check_rollout(cfg, where)
     if cfg.model is not None:
         out += _check_model(cfg, where)
     if cfg.monitoring.mode == "kube-prometheus-stack" and not cfg.monitoring.chart_version:
@@ -478,6 +513,33 @@ def _check_scaling(cfg: StackConfig, where: str) -> list[str]:
     return out
 
 
+def _check_rollout(cfg: StackConfig, where: str) -> list[str]:
+    p, r = cfg.project, cfg.serving.rollout
+    key = f"{where}: {p}:serving.rollout"
+    if r.strategy == "rolling":
+        given = [name for name, value in (("steps", r.steps), ("analysis", r.analysis)) if value]
+        return [f"{key}: {' and '.join(given)} apply to strategy 'canary', not 'rolling'; set strategy: canary "
+                "or remove them"] if given else []
+    out = []
+    weights = [step.weight for step in r.steps]
+    if not weights:
+        out.append(f"{key}.steps: strategy 'canary' needs at least one step, such as [{{weight: 50, pauseS: 60}}]")
+    if any(b <= a for a, b in itertools.pairwise(weights)):
+        out.append(f"{key}.steps: weights must increase from step to step, got {weights}")
+    if 100 in weights[:-1]:
+        out.append(f"{key}.steps: weight 100 at step {weights.index(100) + 1} of {len(weights)} promotes the "
+                   "canary there, so the later steps would never run; drop them or lower that weight")
+    if r.analysis is not None:
+        if cfg.monitoring.mode == "none":
+            out.append(f"{key}.analysis: the analysis queries the stack's Prometheus, but {p}:monitoring.mode is "
+                       "'none'; set monitoring.mode (lightweight or kube-prometheus-stack) or remove analysis")
+        short = [i + 1 for i, step in enumerate(r.steps) if step.pause_s < r.analysis.interval_s]
+        if short:
+            out.append(f"{key}.steps: step(s) {short} pause less than analysis.intervalS ({r.analysis.interval_s} s), "
+                       "so nothing would be measured there; lengthen pauseS or shorten intervalS")
+    return out
+
+
 def _missing_secrets(cfg: StackConfig, own: dict[str, str], where: str) -> list[str]:
     needed = []
     if cfg.monitoring.mode != "none" and cfg.monitoring.grafana:
@@ -541,8 +603,27 @@ def _describe(exc: ValidationError, where: str, key: str, model: type[_Section])
             out.append(f"{where}: {full}: missing; it is required")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            out.append(f"{where}: {full}: {msg}; got {err.get('input')!r}")
+            out.append(f"{where}: {full}: {msg}; got {err.get('input')!r}{_type_hint(err)}")
     return out
+
+
+def _type_hint(err: Any) -> str:
+    """`pulumi config set --path` stores '0.3' as a string: say how to store a number."""
+    value, kind = err.get("input"), {"float_type": "float", "int_type": "int", "bool_type": "bool"}.get(err["type"])
+    if kind is None or not isinstance(value, str):
+        return ""
+    parses = {"float": _parses(float, value), "int": _parses(int, value), "bool": value in ("true", "false")}
+    if not parses[kind]:
+        return ""
+    return f" (a string: set it with `pulumi config set --path KEY {value} --type {kind}`)"
+
+
+def _parses(kind: type, value: str) -> bool:
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
@@ -551,10 +632,15 @@ def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseMode
     for part in loc:
         by_alias = {f.alias or n: f for n, f in current.model_fields.items()}
         field_info = by_alias.get(str(part))
-        annotation = field_info.annotation if field_info else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            current = annotation
+        current = _section_in(field_info.annotation if field_info else None) or current
     return current
+
+
+def _section_in(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds: itself, or inside `list[...]` / `... | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in typing.get_args(annotation) if (found := _section_in(arg))), None)
 
 
 def load_stack_config() -> StackConfig:

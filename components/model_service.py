@@ -1,9 +1,14 @@
 """ModelService: the hardened, autoscaled, monitored inference service.
 
 Namespace (Pod Security `restricted` enforced), ServiceAccount without an API
-token, ConfigMap of server settings, Deployment, Service, and per config an
+token, ConfigMap of server settings, the pods' workload, Service, and per config an
 HPA, a PDB and a NetworkPolicy. Names derive from the stack (the namespace is
 `<project>-<stack>`), so short-lived stacks never collide.
+
+The workload is a Deployment (strategy `rolling`), or with a `canary` an Argo
+Rollouts `Rollout` whose steps move a share of the replicas to the new revision
+while an AnalysisTemplate asks Prometheus about the new pods (components/alerts.py:
+the alerts' own thresholds); a RolloutStatus waits for its promotion or rollback.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .alerts import AlertParams, canary_metrics
 from .config import StackConfig
 from .labels import common_labels, selector_labels
 from .naming import is_dns_label
+from .rollout_status import RolloutStatus, RolloutStatusArgs
 from .scheduling import Scheduling
 
 PSS_LEVEL = "restricted"
@@ -38,6 +45,7 @@ SHUTDOWN_DELAY_S = 3
 DRAIN_S = 25
 GRACE_S = 45
 DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+ROLLOUTS_API = "argoproj.io/v1alpha1"
 
 
 def _ref_problem(ref: str) -> str | None:
@@ -51,6 +59,38 @@ class Autoscaling:
     target_cpu_utilization: int = 70
     scale_up_window_s: int = 0
     scale_down_window_s: int = 300
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    weight: int
+    """Share of the replicas (percent) on the new revision: replica counts, no service mesh."""
+    pause_s: int
+
+
+@dataclass(frozen=True)
+class CanaryAnalysis:
+    prometheus_url: str
+    params: pulumi.Input[AlertParams]
+    """The stack's alert figures (availability target, latency threshold): one definition for both."""
+    interval_s: int = 15
+    failure_limit: int = 0
+
+
+@dataclass(frozen=True)
+class Canary:
+    steps: tuple[CanaryStep, ...]
+    analysis: CanaryAnalysis | None = None
+    timeout_s: int = 900
+    kube_context: str | None = None
+    """Where RolloutStatus watches the Rollout (kubectl), as the kubernetes provider's context."""
+
+    def __post_init__(self) -> None:
+        weights = [s.weight for s in self.steps]
+        if not weights or weights != sorted(set(weights)) or not all(0 < w <= 100 for w in weights):
+            raise ValueError(f"Canary.steps: weights must rise within 1..100, got {weights}")
+        if self.analysis and any(s.pause_s < self.analysis.interval_s for s in self.steps):
+            raise ValueError("Canary.steps: every pause must last at least one analysis interval")
 
 
 @dataclass(frozen=True)
@@ -76,6 +116,12 @@ class ModelServiceArgs:
     allowed_ingress_namespaces: tuple[str, ...] = ()
     monitoring_namespace: str | None = None
     scheduling: Scheduling = field(default_factory=Scheduling)
+    canary: Canary | None = None
+    """None: a Deployment's rolling update; else an Argo Rollout with these steps."""
+    project_dir: str = "."
+    """Where RolloutStatus's worker (live/) is imported from in the provider's process."""
+    fault_error_ratio: float = 0.0
+    """Tests only: this share of inference requests gets a 500 (exercises a canary's rollback)."""
 
     def __post_init__(self) -> None:
         for key in ("namespace", "model_name", "instance"):
@@ -99,10 +145,18 @@ class ModelServiceArgs:
     @classmethod
     def from_config(
         cls, cfg: StackConfig, image: pulumi.Input[str], scheduling: Scheduling | None = None,
-        version: str = "unversioned",
+        version: str = "unversioned", analysis: CanaryAnalysis | None = None,
     ) -> ModelServiceArgs:
+        """`analysis`: where and by which figures a canary is judged (the config's `rollout.analysis` says how
+        often); None when the stack has no Prometheus."""
         s, m = cfg.serving, cfg.monitoring
-        auto = s.autoscaling
+        auto, r = s.autoscaling, s.rollout
+        canary = None
+        if r.strategy == "canary":
+            if r.analysis and analysis:
+                analysis = replace(analysis, interval_s=r.analysis.interval_s, failure_limit=r.analysis.failure_limit)
+            canary = Canary(tuple(CanaryStep(step.weight, step.pause_s) for step in r.steps),
+                            analysis if r.analysis else None, r.timeout_s, cfg.cluster.context)
         return cls(
             namespace=cfg.namespace, model_name=cfg.model_name, instance=cfg.namespace, image=image, version=version,
             port=s.port, replicas=s.replicas, cpu=s.cpu, memory=s.memory, cpu_limit=s.cpu_limit,
@@ -116,6 +170,7 @@ class ModelServiceArgs:
             # lightweight monitoring runs Prometheus in the service's own namespace.
             monitoring_namespace=None if m.mode == "none" else (m.namespace or cfg.namespace),
             scheduling=scheduling or Scheduling(),
+            canary=canary, project_dir=str(cfg.project_dir), fault_error_ratio=s.fault_error_ratio,
         )
 
     def settings(self) -> dict[str, str]:
@@ -170,12 +225,15 @@ class ModelService(pulumi.ComponentResource):
         )
         settings = args.settings()
         config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(namespace), data=settings, opts=child)
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=meta(namespace),
-            spec=self._deployment_spec(args, labels, select, sa.metadata.name, config.metadata.name, settings),
-            opts=child,
-        )
+        template = self._pod_template(args, labels, select, sa.metadata.name, config.metadata.name, settings)
+        if args.canary is None:
+            k8s.apps.v1.Deployment(
+                f"{name}-deployment", metadata=meta(namespace), spec=self._deployment_spec(args, select, template),
+                opts=child)
+            workload_kind = ("apps/v1", "Deployment")
+        else:
+            self._rollout(name, args, meta(namespace), select, template, settings, child)
+            workload_kind = (ROLLOUTS_API, "Rollout")
         service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta(namespace),
@@ -187,7 +245,7 @@ class ModelService(pulumi.ComponentResource):
             opts=child,
         )
         if args.autoscaling:
-            self._autoscaler(name, args, meta(namespace), deployment, child)
+            self._autoscaler(name, args, meta(namespace), workload_kind, child)
         if args.pdb_min_available is not None:
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb",
@@ -205,7 +263,7 @@ class ModelService(pulumi.ComponentResource):
         self.namespace = namespace
         self.service_account = sa.metadata.name
         self.service_name = service.metadata.name
-        self.deployment_name = deployment.metadata.name
+        self.deployment_name = pulumi.Output.from_input(args.model_name)  # the Deployment's or the Rollout's
         self.endpoint = pulumi.Output.concat(
             "http://", service.metadata.name, ".", namespace, ".svc.cluster.local:", str(args.port))
         self.register_outputs({
@@ -222,12 +280,9 @@ class ModelService(pulumi.ComponentResource):
 
         return pulumi.Output.from_input(image).apply(check)
 
-    def _deployment_spec(
-        self, args: ModelServiceArgs, labels: dict[str, str], select: dict[str, str],
-        service_account: pulumi.Input[str], config_map: pulumi.Input[str], settings: dict[str, str],
-    ) -> k8s.apps.v1.DeploymentSpecArgs:
-        sched = args.scheduling
-        http = lambda path: k8s.core.v1.HTTPGetActionArgs(path=path, port="http")  # noqa: E731
+    @staticmethod
+    def _deployment_spec(args: ModelServiceArgs, select: dict[str, str],
+                         template: k8s.core.v1.PodTemplateSpecArgs) -> k8s.apps.v1.DeploymentSpecArgs:
         return k8s.apps.v1.DeploymentSpecArgs(
             # With an HPA the replica count is its business; setting it here would fight it on every update.
             replicas=None if args.autoscaling else args.replicas,
@@ -238,76 +293,148 @@ class ModelService(pulumi.ComponentResource):
                 # Never drop below the serving capacity during a rollout: surge first, then retire.
                 rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
             ),
-            template=k8s.core.v1.PodTemplateSpecArgs(
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    labels=labels,
-                    annotations={
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(args.port),
-                        "prometheus.io/path": METRICS_PATH,
-                        # envFrom does not restart pods on change; a changed hash in the template does.
-                        "modelstack.dev/config-sha256": _digest(settings),
-                    },
+            template=template,
+        )
+
+    def _rollout(self, name: str, args: ModelServiceArgs, metadata: k8s.meta.v1.ObjectMetaArgs,
+                 select: dict[str, str], template: k8s.core.v1.PodTemplateSpecArgs, settings: dict[str, str],
+                 child: pulumi.ResourceOptions) -> pulumi.CustomResource:
+        """An Argo Rollout: each step moves `weight`% of the replicas to the new revision, then pauses while
+        the AnalysisTemplate judges the new pods; a failed analysis aborts (the canary scales to zero)."""
+        canary = args.canary
+        assert canary is not None
+        steps: list[dict[str, Any]] = []
+        templates: dict[int, str] = {}
+        for step in canary.steps:
+            steps.append({"setWeight": step.weight})
+            if canary.analysis:
+                # Argo checks a template's measurement count when it validates the Rollout, before any
+                # argument is known: one template per number of measurements a pause holds.
+                count = max(1, step.pause_s // canary.analysis.interval_s)
+                if count not in templates:
+                    templates[count] = self._analysis_template(name, args, canary.analysis, count, child)
+                steps.append({"analysis": {"templates": [{"templateName": templates[count]}], "args": [
+                    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]}})
+            elif step.pause_s:
+                steps.append({"pause": {"duration": f"{step.pause_s}s"}})
+        spec: dict[str, Any] = {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": select},
+            "template": template,
+            # New pods that never get ready abort the canary too, rather than leave `pulumi up` waiting.
+            "progressDeadlineSeconds": 600,
+            "progressDeadlineAbort": True,
+            # Surge first, never below the serving capacity (as the Deployment's rolling update).
+            "strategy": {"canary": {"maxSurge": 1, "maxUnavailable": 0, "steps": steps}},
+        }
+        if not args.autoscaling:  # with an HPA the replica count is its business
+            spec["replicas"] = args.replicas
+        rollout = k8s.apiextensions.CustomResource(
+            f"{name}-rollout", api_version=ROLLOUTS_API, kind="Rollout", metadata=metadata, spec=spec, opts=child)
+        # What makes a new revision: the image and every setting of the pod (the Rollout's template follows).
+        pod_settings = {**settings, "pod": json.dumps([args.cpu, args.memory, args.cpu_limit, args.memory_limit,
+                                                        args.gpu, args.fault_error_ratio])}
+        revision = pulumi.Output.from_input(args.image).apply(lambda ref: f"{ref} settings={_digest(pod_settings)}")
+        RolloutStatus(f"{name}-rollout-status", RolloutStatusArgs(
+            namespace=args.namespace, name=args.model_name, revision=revision, timeout_s=canary.timeout_s,
+            kube_context=canary.kube_context, project_dir=args.project_dir,
+        ), opts=pulumi.ResourceOptions(parent=self, depends_on=[rollout]))
+        return rollout
+
+    def _analysis_template(self, name: str, args: ModelServiceArgs, analysis: CanaryAnalysis, count: int,
+                           child: pulumi.ResourceOptions) -> str:
+        """An AnalysisTemplate taking `count` measurements of the new pods; returns its name."""
+        template_name = f"{args.model_name}-{count}-checks"
+        # The canary's pods are named after its ReplicaSet: <rollout>-<pod template hash>-<suffix>.
+        pods = f"{args.model_name}-{{{{args.canary-hash}}}}-.*"
+        metrics = pulumi.Output.from_input(analysis.params).apply(lambda p: canary_metrics(
+            p, pods, analysis.prometheus_url, analysis.interval_s, analysis.failure_limit, count))
+        labels = common_labels(args.model_name, args.instance, "inference", args.version)
+        k8s.apiextensions.CustomResource(
+            f"{name}-analysistemplate-{count}", api_version=ROLLOUTS_API, kind="AnalysisTemplate",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=template_name, namespace=args.namespace, labels=labels),
+            spec={"args": [{"name": "canary-hash"}], "metrics": metrics}, opts=child)
+        return template_name
+
+    def _pod_template(
+        self, args: ModelServiceArgs, labels: dict[str, str], select: dict[str, str],
+        service_account: pulumi.Input[str], config_map: pulumi.Input[str], settings: dict[str, str],
+    ) -> k8s.core.v1.PodTemplateSpecArgs:
+        sched = args.scheduling
+        http = lambda path: k8s.core.v1.HTTPGetActionArgs(path=path, port="http")  # noqa: E731
+        return k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                labels=labels,
+                annotations={
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(args.port),
+                    "prometheus.io/path": METRICS_PATH,
+                    # envFrom does not restart pods on change; a changed hash in the template does.
+                    "modelstack.dev/config-sha256": _digest(settings),
+                },
+            ),
+            spec=k8s.core.v1.PodSpecArgs(
+                service_account_name=service_account,
+                automount_service_account_token=False,
+                enable_service_links=False,
+                termination_grace_period_seconds=GRACE_S,
+                security_context=k8s.core.v1.PodSecurityContextArgs(
+                    run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
+                    seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                 ),
-                spec=k8s.core.v1.PodSpecArgs(
-                    service_account_name=service_account,
-                    automount_service_account_token=False,
-                    enable_service_links=False,
-                    termination_grace_period_seconds=GRACE_S,
-                    security_context=k8s.core.v1.PodSecurityContextArgs(
-                        run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
+                node_selector=sched.node_selector or None,
+                tolerations=[k8s.core.v1.TolerationArgs(**t) for t in sched.tolerations] or None,
+                runtime_class_name=sched.runtime_class_name,
+                topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key="kubernetes.io/hostname",
+                    # Soft: a hard constraint would block the surge pod of a rollout when every node
+                    # already runs one replica.
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select),
+                )],
+                containers=[k8s.core.v1.ContainerArgs(
+                    name="server",
+                    image=self._pinned(args.image),
+                    image_pull_policy="IfNotPresent",  # pinned by digest: the content cannot change
+                    ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=args.port, protocol="TCP")],
+                    env_from=[k8s.core.v1.EnvFromSourceArgs(
+                        config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=config_map))],
+                    # In the template, not the shared ConfigMap: only the new revision's pods misbehave.
+                    env=[k8s.core.v1.EnvVarArgs(name=ENV_PREFIX + "FAULT_ERROR_RATIO",
+                                                value=str(args.fault_error_ratio))] if args.fault_error_ratio else None,
+                    resources=_resources(args),
+                    startup_probe=k8s.core.v1.ProbeArgs(
+                        # Model load + warm-up: up to 5 min on GPU (CUDA init), 2 min on CPU.
+                        http_get=http(HEALTH_LIVE), period_seconds=5, failure_threshold=60 if args.gpu else 24,
+                    ),
+                    liveness_probe=k8s.core.v1.ProbeArgs(
+                        http_get=http(HEALTH_LIVE), period_seconds=10, timeout_seconds=2, failure_threshold=3,
+                    ),
+                    readiness_probe=k8s.core.v1.ProbeArgs(
+                        http_get=http(HEALTH_READY), period_seconds=5, timeout_seconds=2, failure_threshold=2,
+                    ),
+                    lifecycle=k8s.core.v1.LifecycleArgs(
+                        # The sleep action needs no shell or binary in the image (Kubernetes >= 1.30).
+                        pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                            sleep=k8s.core.v1.SleepActionArgs(seconds=PRE_STOP_S)),
+                    ),
+                    security_context=k8s.core.v1.SecurityContextArgs(
+                        run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS,
+                        allow_privilege_escalation=False, privileged=False, read_only_root_filesystem=True,
+                        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
                         seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                     ),
-                    node_selector=sched.node_selector or None,
-                    tolerations=[k8s.core.v1.TolerationArgs(**t) for t in sched.tolerations] or None,
-                    runtime_class_name=sched.runtime_class_name,
-                    topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
-                        max_skew=1,
-                        topology_key="kubernetes.io/hostname",
-                        # Soft: a hard constraint would block the surge pod of a rollout when every node
-                        # already runs one replica.
-                        when_unsatisfiable="ScheduleAnyway",
-                        label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select),
-                    )],
-                    containers=[k8s.core.v1.ContainerArgs(
-                        name="server",
-                        image=self._pinned(args.image),
-                        image_pull_policy="IfNotPresent",  # pinned by digest: the content cannot change
-                        ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=args.port, protocol="TCP")],
-                        env_from=[k8s.core.v1.EnvFromSourceArgs(
-                            config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=config_map))],
-                        resources=_resources(args),
-                        startup_probe=k8s.core.v1.ProbeArgs(
-                            # Model load + warm-up: up to 5 min on GPU (CUDA init), 2 min on CPU.
-                            http_get=http(HEALTH_LIVE), period_seconds=5, failure_threshold=60 if args.gpu else 24,
-                        ),
-                        liveness_probe=k8s.core.v1.ProbeArgs(
-                            http_get=http(HEALTH_LIVE), period_seconds=10, timeout_seconds=2, failure_threshold=3,
-                        ),
-                        readiness_probe=k8s.core.v1.ProbeArgs(
-                            http_get=http(HEALTH_READY), period_seconds=5, timeout_seconds=2, failure_threshold=2,
-                        ),
-                        lifecycle=k8s.core.v1.LifecycleArgs(
-                            # The sleep action needs no shell or binary in the image (Kubernetes >= 1.30).
-                            pre_stop=k8s.core.v1.LifecycleHandlerArgs(
-                                sleep=k8s.core.v1.SleepActionArgs(seconds=PRE_STOP_S)),
-                        ),
-                        security_context=k8s.core.v1.SecurityContextArgs(
-                            run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS,
-                            allow_privilege_escalation=False, privileged=False, read_only_root_filesystem=True,
-                            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
-                    )],
-                    volumes=[k8s.core.v1.VolumeArgs(
-                        name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="256Mi"))],
-                ),
+                    volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
+                )],
+                volumes=[k8s.core.v1.VolumeArgs(
+                    name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="256Mi"))],
             ),
         )
 
+
     def _autoscaler(self, name: str, args: ModelServiceArgs, metadata: k8s.meta.v1.ObjectMetaArgs,
-                    deployment: k8s.apps.v1.Deployment, child: pulumi.ResourceOptions) -> None:
+                    target: tuple[str, str], child: pulumi.ResourceOptions) -> None:
         auto = args.autoscaling
         assert auto is not None
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
@@ -315,7 +442,7 @@ class ModelService(pulumi.ComponentResource):
             metadata=metadata,
             spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
                 scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
-                    api_version="apps/v1", kind="Deployment", name=deployment.metadata.name),
+                    api_version=target[0], kind=target[1], name=args.model_name),
                 min_replicas=auto.min_replicas,
                 max_replicas=auto.max_replicas,
                 metrics=[k8s.autoscaling.v2.MetricSpecArgs(

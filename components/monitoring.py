@@ -94,6 +94,8 @@ class MonitoringArgs:
     """lightweight: the image, pinned by digest (the config loader pins a loopback registry's tag)."""
     grafana: bool = True
     """lightweight: Grafana beside Prometheus (the local cluster has no Grafana image: it leaves it out)."""
+    query_namespaces: tuple[str, ...] = ()
+    """lightweight: namespaces whose pods may query Prometheus besides Grafana (a canary's analysis)."""
     depends_on: Sequence[pulumi.Resource] = ()
 
     def __post_init__(self) -> None:
@@ -122,7 +124,7 @@ class MonitoringArgs:
         cls, cfg: StackConfig, benchmark_p99_ms: pulumi.Input[float], depends_on: Sequence[pulumi.Resource] = (),
         gpu_scheduling: Scheduling | None = None, version: str = "unversioned",
     ) -> MonitoringArgs:
-        m = cfg.monitoring
+        m, r = cfg.monitoring, cfg.serving.rollout
         if m.mode == "none":
             raise ValueError("monitoring.mode is 'none': build no Monitoring component")
         return cls(
@@ -136,7 +138,17 @@ class MonitoringArgs:
             chart_version=m.chart_version, monitoring_namespace=m.namespace, version=version,
             kube_context=cfg.cluster.context, prometheus_image=m.prometheus_image or PROMETHEUS_IMAGE,
             grafana=m.grafana, depends_on=tuple(depends_on),
+            query_namespaces=(r.analysis.controller_namespace,) if r.strategy == "canary" and r.analysis else (),
         )
+
+    @property
+    def prometheus_url(self) -> str:
+        """Where Prometheus answers inside the cluster (Grafana's data source, a canary's analysis)."""
+        if self.mode == "lightweight":
+            host = f"prometheus.{self.namespace}.svc.cluster.local"
+        else:
+            host = f"{KPS_RELEASE}-prometheus.{self.monitoring_namespace}.svc.cluster.local"
+        return f"http://{host}:{PROMETHEUS_PORT}"
 
     def alert_params(self, benchmark_p99_ms: float) -> AlertParams:
         return AlertParams(
@@ -215,12 +227,9 @@ class Monitoring(pulumi.ComponentResource):
         self.rules = params.apply(rules_yaml)
         if args.gpu:
             self._dcgm_exporter()
-        if args.mode == "lightweight":
-            prom_host, grafana = self._lightweight(params)
-        else:
-            prom_host, grafana = self._kube_prometheus_stack(params)
+        grafana = self._lightweight(params) if args.mode == "lightweight" else self._kube_prometheus_stack(params)
         ctx = f"--context {args.kube_context} " if args.kube_context else ""
-        self.prometheus_url = pulumi.Output.from_input(f"http://{prom_host}:{PROMETHEUS_PORT}")
+        self.prometheus_url = pulumi.Output.from_input(args.prometheus_url)
         self.grafana_url = self.grafana_port_forward = None
         if grafana is not None:
             grafana_svc, grafana_ns, grafana_port = grafana
@@ -243,10 +252,9 @@ class Monitoring(pulumi.ComponentResource):
 
     # ---- lightweight -------------------------------------------------------------------------------------
 
-    def _lightweight(self, params: pulumi.Output[AlertParams]) -> tuple[str, tuple[str, str, int] | None]:
-        """Prometheus (and Grafana unless left out) in the serving namespace: its host, Grafana's service."""
+    def _lightweight(self, params: pulumi.Output[AlertParams]) -> tuple[str, str, int] | None:
+        """Prometheus (and Grafana unless left out) in the serving namespace; Grafana's service."""
         a, n, ns = self._args, self._name, self._args.namespace
-        prom_host = f"prometheus.{ns}.svc.cluster.local"
         sa = k8s.core.v1.ServiceAccount(f"{n}-prometheus-serviceaccount",
                                         metadata=self._meta("prometheus", ns, "monitoring"),
                                         automount_service_account_token=False,  # a projected token instead
@@ -268,17 +276,18 @@ class Monitoring(pulumi.ComponentResource):
             volumes=[k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                 name=cm.metadata.name)), _empty_dir("data", "4Gi"), _token_volume()],
             resources=({"cpu": "100m", "memory": "256Mi"}, {"cpu": "1", "memory": "1Gi"}),
-            ingress_from=selector_labels("grafana", a.instance),  # only Grafana queries it
+            ingress_from=selector_labels("grafana", a.instance),  # Grafana queries it
+            ingress_namespaces=a.query_namespaces,  # and a canary's analysis
         )
         if not a.grafana:  # kubectl port-forward reaches Prometheus all the same (through the kubelet)
-            return prom_host, None
+            return None
 
         assert a.grafana_admin_password is not None  # checked in MonitoringArgs
         secret = k8s.core.v1.Secret(
             f"{n}-grafana-admin", metadata=self._meta("grafana-admin", ns, "monitoring"), type="Opaque",
             data=_admin_secret_data(a.grafana_admin_password), opts=self._child,
         )
-        provisioning = {"datasources.yaml": grafana_datasources(f"http://{prom_host}:{PROMETHEUS_PORT}"),
+        provisioning = {"datasources.yaml": grafana_datasources(a.prometheus_url),
                         "dashboards.yaml": grafana_dashboard_provider()}
         prov = k8s.core.v1.ConfigMap(f"{n}-grafana-provisioning",
                                      metadata=self._meta("grafana-provisioning", ns, "monitoring"),
@@ -324,7 +333,7 @@ class Monitoring(pulumi.ComponentResource):
             resources=({"cpu": "50m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
             ingress_from={},  # any pod of the namespace
         )
-        return prom_host, ("grafana", ns, GRAFANA_PORT)
+        return "grafana", ns, GRAFANA_PORT
 
     def _pod_reader(self, prefix: str, namespace: str, sa: k8s.core.v1.ServiceAccount,
                     after: pulumi.Resource | None = None) -> None:
@@ -348,6 +357,7 @@ class Monitoring(pulumi.ComponentResource):
         probes: tuple[str, str], service_account: pulumi.Input[str] | None,
         mounts: dict[str, tuple[str, bool]], volumes: list[k8s.core.v1.VolumeArgs],
         resources: tuple[dict[str, str], dict[str, str]], ingress_from: dict[str, str],
+        ingress_namespaces: Sequence[str] = (),
         args: list[str] | None = None, env: list[k8s.core.v1.EnvVarArgs] | None = None,
     ) -> None:
         ns = self._args.namespace
@@ -387,22 +397,25 @@ class Monitoring(pulumi.ComponentResource):
             type="ClusterIP", selector=select,
             ports=[k8s.core.v1.ServicePortArgs(name="http", port=port, target_port="http", protocol="TCP")],
         ), opts=self._child)
-        self._network_policy(f"{prefix}-networkpolicy", meta, select, port, k8s.networking.v1.NetworkPolicyPeerArgs(
-            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ingress_from)))
+        peers = [k8s.networking.v1.NetworkPolicyPeerArgs(
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ingress_from))]
+        peers += [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+            match_labels={"kubernetes.io/metadata.name": name})) for name in ingress_namespaces]
+        self._network_policy(f"{prefix}-networkpolicy", meta, select, port, *peers)
 
     def _network_policy(self, name: str, meta: k8s.meta.v1.ObjectMetaArgs, select: dict[str, str], port: int,
-                        peer: k8s.networking.v1.NetworkPolicyPeerArgs,
+                        *peers: k8s.networking.v1.NetworkPolicyPeerArgs,
                         opts: pulumi.ResourceOptions | None = None) -> None:
-        """Ingress to `port` from `peer` only (kubectl port-forward goes through the kubelet, not the network)."""
+        """Ingress to `port` from `peers` only (kubectl port-forward goes through the kubelet, not the network)."""
         k8s.networking.v1.NetworkPolicy(name, metadata=meta, spec=k8s.networking.v1.NetworkPolicySpecArgs(
             pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select), policy_types=["Ingress"],
             ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol="TCP")], from_=[peer])],
+                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol="TCP")], from_=list(peers))],
         ), opts=opts or self._child)
 
     # ---- kube-prometheus-stack ---------------------------------------------------------------------------
 
-    def _kube_prometheus_stack(self, params: pulumi.Output[AlertParams]) -> tuple[str, tuple[str, str, int]]:
+    def _kube_prometheus_stack(self, params: pulumi.Output[AlertParams]) -> tuple[str, str, int]:
         a, n = self._args, self._name
         mns = a.monitoring_namespace
         # checked in MonitoringArgs
@@ -466,7 +479,7 @@ class Monitoring(pulumi.ComponentResource):
             data={DASHBOARD_FILE: dashboard.render(gpu=a.gpu)},
             opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(depends_on=[ns])),
         )
-        return f"{KPS_RELEASE}-prometheus.{mns}.svc.cluster.local", (f"{KPS_RELEASE}-grafana", mns, 80)
+        return f"{KPS_RELEASE}-grafana", mns, 80
 
     # ---- GPU -----------------------------------------------------------------------------------------------
 

@@ -44,16 +44,19 @@ class Load:
     """`with Load(url, body, work) as load: ...` then `load.result`."""
 
     def __init__(self, url: str, body: Path, work: Path, connections: int = 2, delay_ms: int = 20,
-                 max_seconds: int = 1800):
+                 max_seconds: int = 1800, reconnect: bool = False):
+        """`reconnect`: a new connection per request (`Connection: close`), so kube-proxy spreads requests over
+        the pods as many clients would; kept-alive connections stay on the pods they first reached."""
         self.url, self.body, self.work = url, body, work
         self.connections, self.delay_ms, self.max_seconds = connections, delay_ms, max_seconds
+        self.reconnect = reconnect
         self.result: LoadResult | None = None
 
     def __enter__(self) -> Load:
         script = self.work / "paced-post.lua"
         script.write_text(POST_SCRIPT + f"function delay() return {self.delay_ms} end\n")  # wrk's pacing hook
         cmd = [wrk_executable(), "-t1", f"-c{self.connections}", f"-d{self.max_seconds}s", "--timeout", "10s",
-               "-s", str(script), self.url]
+               *(["-H", "Connection: close"] if self.reconnect else []), "-s", str(script), self.url]
         self.proc = subprocess.Popen(cmd, env={**os.environ, "WRK_BODY_FILE": str(self.body)},
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from e2e.conftest import FIGURES
 from e2e.engine import (
+    CLUSTER,
     REPO,
     Stack,
     cluster_ip,
@@ -32,7 +34,7 @@ from e2e.engine import (
     registry_tags,
     run,
 )
-from e2e.load import Load
+from e2e.load import Load, LoadResult
 from scripts.sample_request import request as sample_request
 
 pytestmark = pytest.mark.e2e
@@ -67,17 +69,19 @@ def urns_in(output: str) -> set[tuple[str, str]]:
     return found
 
 
-def deployment(stack: Stack, name: str = "digits") -> dict[str, Any]:
-    return kube_json(stack.env, "get", "deployment", name, "-n", namespace(stack))
+def rollout(stack: Stack, name: str = "digits") -> dict[str, Any]:
+    """The serving pods' Argo Rollout (Pulumi.local.yaml: serving.rollout.strategy canary)."""
+    return kube_json(stack.env, "get", "rollout", name, "-n", namespace(stack))
 
 
 def assert_rolled_out(stack: Stack, image: str) -> None:
-    dep = deployment(stack)
-    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    ro = rollout(stack)
+    (container,) = ro["spec"]["template"]["spec"]["containers"]
     assert container["image"] == image
-    status = dep["status"]
-    assert status.get("observedGeneration") == dep["metadata"]["generation"]
-    assert status.get("updatedReplicas") == status.get("availableReplicas") == dep["spec"]["replicas"]
+    status = ro["status"]
+    assert str(status.get("observedGeneration")) == str(ro["metadata"]["generation"])  # a string, in Argo's status
+    assert status.get("phase") == "Healthy" and status.get("stableRS") == status.get("currentPodHash"), status
+    assert status.get("updatedReplicas") == status.get("availableReplicas") == ro["spec"]["replicas"]
 
 
 def report(stack: Stack, digest: str) -> dict[str, Any]:
@@ -180,7 +184,8 @@ def test_3_a_pod_answers_through_the_service_exactly_as_onnx_runtime_does(stack:
         assert "listening on 0.0.0.0:8080" in logs, logs[-2000:]
     # The image's user and its read-only root, as the kubelet started it.
     probe = ("import os; print(os.getuid())\ntry:\n open('/probe', 'w')\nexcept OSError as e: print(e.strerror)")
-    seen = kubectl(stack.env, "exec", "-n", ns, "deploy/digits", "--", "python", "-c", probe).output.split("\n")
+    first = pods(stack.env, ns, "digits")[0]["metadata"]["name"]
+    seen = kubectl(stack.env, "exec", "-n", ns, first, "--", "python", "-c", probe).output.split("\n")
     assert seen[:2] == ["10001", "Read-only file system"], seen
 
 
@@ -220,39 +225,184 @@ def test_4_prometheus_in_the_cluster_scrapes_the_pods_and_loads_the_alert_rules(
 def test_5_nothing_changed_means_nothing_happens(stack: Stack) -> None:
     preview = stack.pulumi("preview", "--expect-no-changes", timing="5 preview --expect-no-changes")
     assert re.search(r"\d+ unchanged", preview.output)
-    before = deployment(stack)["metadata"]["generation"]
+    before = rollout(stack)["metadata"]["generation"]
     up = stack.pulumi("up", "--yes", "--expect-no-changes", timing="5 up (no changes)")
     assert not re.search(r"^\s*[~+-]\s+\d+ to (update|create|delete)", up.output, re.M)
-    assert deployment(stack)["metadata"]["generation"] == before
+    assert rollout(stack)["metadata"]["generation"] == before
 
 
-def test_6_a_recipe_change_shows_why_and_rolls_the_pods_without_a_failed_request(stack: Stack,
-                                                                                  tmp_path: Path) -> None:
+def analysis_runs(stack: Stack, pod_hash: str) -> list[dict[str, Any]]:
+    """The AnalysisRuns Argo Rollouts made for the pods of one revision, oldest first."""
+    runs = kube_json(stack.env, "get", "analysisrun", "-n", namespace(stack),
+                     "-l", f"rollouts-pod-template-hash={pod_hash}")["items"]
+    return sorted(runs, key=lambda run: run["metadata"]["creationTimestamp"])
+
+
+def measured(run: dict[str, Any]) -> str:
+    """'error-ratio [0.31, 0.29] (Failed)': each metric's measured values and its outcome."""
+    return "; ".join(f"{m['name']} {[_number(x.get('value', '')) for x in m.get('measurements', [])]} ({m['phase']})"
+                     for m in run["status"].get("metricResults", []))
+
+
+def _number(value: str) -> str:
+    found = re.fullmatch(r"\[?([0-9.eE+-]+|NaN)?\]?", value)
+    return found.group(1) or "none" if found else value
+
+
+def test_6_a_recipe_change_goes_through_the_canary_under_load_without_a_failed_request(stack: Stack,
+                                                                                        tmp_path: Path) -> None:
     old = stack.outputs()
+    stable = rollout(stack)["status"]["stableRS"]
     stack.pulumi("config", "set", "recipe", "int8-static")
     preview = stack.pulumi("preview", "--diff", timing="6 preview --diff (recipe change)")
     assert "OptimizedModel digits: rebuild because recipe.quantize.mode: dynamic_int8 -> static_int8" in preview.output
     changed = set(re.findall(r"^\s*(?:~|\+-)\s*(\S+): \((?:update|replace)\)", preview.output, re.M))
-    assert {"pulumi-python:dynamic:Resource", "docker-build:index:Image", "kubernetes:apps/v1:Deployment"} <= changed
+    assert {"pulumi-python:dynamic:Resource", "docker-build:index:Image",
+            "kubernetes:argoproj.io/v1alpha1:Rollout"} <= changed
 
     old_pods = [p["metadata"]["name"] for p in pods(stack.env, namespace(stack), "digits")]
     body = tmp_path / "infer.json"
     body.write_text(json.dumps(validation_body(stack, old["modelDigest"])))
     # Load through the Service for the whole update, until the old pods are gone: not one request may fail.
-    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path) as load:
-        stack.pulumi("up", "--yes", timing="6 up (recipe change, under load)", timeout=1800)
+    # A connection per request, so the canary's pods get their share and the analysis has figures to judge.
+    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path, reconnect=True) as load:
+        up = stack.pulumi("up", "--yes", timing="6 up (recipe change: canary, under load)", timeout=1800)
         kubectl(stack.env, "wait", "--for=delete", "-n", namespace(stack), "--timeout=180s",
                 *[f"pod/{name}" for name in old_pods], check=False)
-    assert load.result is not None
-    FIGURES["6 load during the rollout"] = load.result.summary()
-    assert load.result.requests > 0, load.result.output
-    assert load.result.non_2xx == 0 and not any(load.result.socket_errors.values()), load.result.output
+    result = assert_no_failed_request(load)
 
     new = stack.outputs()
     assert new["modelDigest"] != old["modelDigest"] and new["image"] != old["image"]
     assert new["recipe"] == "int8-static"
     assert_rolled_out(stack, new["image"])
+    promoted = rollout(stack)["status"]["stableRS"]
+    assert promoted != stable
+    (run,) = analysis_runs(stack, promoted)  # the step's analysis judged the new pods, and passed
+    assert run["status"]["phase"] == "Successful", measured(run)
+    assert "step 1/2" in up.output  # the pulumi up showed the canary's progress
     assert not {p["metadata"]["name"] for p in assert_running_on_the_node(stack, "digits", REPLICAS)} & set(old_pods)
+    FIGURES["6 canary promoted under load"] = (
+        f"up {stack.timings['6 up (recipe change: canary, under load)']:.0f} s (build, image, 50% for 60 s, 100%); "
+        f"analysis: {measured(run)}; {result.summary()}")
+
+
+FAULT_RATIO = 0.3  # serving.faultErrorRatio of the bad release: 30% of its answers are 500s
+
+
+def test_7_a_misbehaving_canary_is_rolled_back_and_the_update_fails_in_one_line(stack: Stack,
+                                                                                tmp_path: Path) -> None:
+    before = rollout(stack)["status"]
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
+    stack.pulumi("config", "set", "--path", "serving.faultErrorRatio", str(FAULT_RATIO), "--type", "float")
+    try:
+        with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path, reconnect=True) as load:
+            start = time.monotonic()
+            up = stack.pulumi("up", "--yes", check=False, timing="7 up (bad canary: rolled back)", timeout=900)
+            failed_s = time.monotonic() - start
+            # The abort scales the canary to zero: wait until only the stable revision's pods serve.
+            wait_for_replicas(stack, lambda n: n == REPLICAS and revisions(stack) == [before["stableRS"]] * n, 120)
+            back_s = time.monotonic() - start
+        assert up.returncode != 0
+        lines = {ln.strip() for ln in up.output.splitlines() if ln.strip().startswith("error: canary of Rollout")}
+        assert len(lines) == 1, up.output[-5000:]
+        (line,) = lines
+        assert re.search(r"rolled back: (error-ratio|latency-p99) measured [0-9.e-]+ on the new pods, above its "
+                         r"limit [0-9.e-]+; the stable pods \(127\.0\.0\.1:\d+/modelstack/digits:", line), line
+        assert "Traceback" not in up.output
+        after = rollout(stack)["status"]
+        assert after["stableRS"] == before["stableRS"] and after.get("abort") is True
+        bad = after["currentPodHash"]
+        runs = analysis_runs(stack, bad)
+        assert runs and runs[-1]["status"]["phase"] == "Failed", [measured(r) for r in runs]
+        # Only the canary's pods failed: a third of its requests at most, over the canary's share of the traffic.
+        assert load.result is not None and load.result.requests > 0
+        share = load.result.non_2xx / load.result.requests
+        assert 0 < share < FAULT_RATIO * 0.75, load.result.summary()
+        assert not any(load.result.socket_errors.values()), load.result.output
+        # Unchanged config, same verdict, at once: the update still fails while the Rollout stays aborted.
+        again = stack.pulumi("up", "--yes", check=False, timing="7 up again (still aborted)", timeout=300)
+        assert again.returncode != 0 and "error: canary of Rollout" in again.output
+    finally:
+        stack.pulumi("config", "rm", "--path", "serving.faultErrorRatio")
+    # Reverted: the Rollout's template is the stable one again, so Argo is Healthy without a new canary.
+    stack.pulumi("up", "--yes", timing="7 up (reverted)", timeout=600)
+    assert_rolled_out(stack, stack.outputs()["image"])
+    assert revisions(stack) == [before["stableRS"]] * REPLICAS
+    stack.pulumi("preview", "--expect-no-changes")
+    why = re.search(r"rolled back: ([^;]+);", line)
+    FIGURES["7 canary rolled back"] = (
+        f"update failed {failed_s:.0f} s after up started, only stable pods {back_s:.0f} s; "
+        f"{why.group(1) if why else line}; clients: {load.result.summary()} ({share:.1%} failed: "
+        f"{FAULT_RATIO:.0%} of the canary's share)")
+
+
+def assert_no_failed_request(load: Load) -> LoadResult:
+    assert load.result is not None
+    assert load.result.requests > 0, load.result.output
+    assert load.result.non_2xx == 0 and not any(load.result.socket_errors.values()), load.result.output
+    return load.result
+
+
+def revisions(stack: Stack) -> list[str]:
+    """The pod template hash of each serving pod (Argo's label): which revision serves."""
+    return sorted(p["metadata"]["labels"].get("rollouts-pod-template-hash", "")
+                  for p in pods(stack.env, namespace(stack), "digits"))
+
+
+def serving_pods(stack: Stack) -> dict[str, int]:
+    """Name -> restarts of each serving pod."""
+    return {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
+            for p in pods(stack.env, namespace(stack), "digits")}
+
+
+def test_8_a_serving_pod_deleted_under_load_costs_no_request(stack: Stack, tmp_path: Path) -> None:
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
+    victim = sorted(serving_pods(stack))[0]
+    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path) as load:
+        start = time.monotonic()
+        kubectl(stack.env, "delete", "pod", victim, "-n", namespace(stack), "--wait=false")
+        wait_for_replicas(stack, lambda n: n == REPLICAS and victim not in serving_pods(stack), 180)
+        replaced_s = time.monotonic() - start
+    result = assert_no_failed_request(load)
+    FIGURES["8 pod deleted under load"] = f"replaced and gone in {replaced_s:.0f} s; {result.summary()}"
+
+
+def test_9_containerd_and_the_kubelet_restarted_under_load_the_pods_keep_serving(stack: Stack,
+                                                                                  tmp_path: Path) -> None:
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
+    before = serving_pods(stack)
+    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path) as load:
+        times = {}
+        for daemon in ("containerd", "kubelet"):
+            start = time.monotonic()
+            run([str(CLUSTER), "restart", daemon], stack.env, timeout=300).check()
+            times[daemon] = time.monotonic() - start
+        kubectl(stack.env, "wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
+        time.sleep(5)  # the kubelet's first sync after its restart
+    result = assert_no_failed_request(load)
+    assert serving_pods(stack) == before  # the same containers, never restarted: they kept serving
+    FIGURES["9 containerd, kubelet restarted"] = (
+        f"containerd {times['containerd']:.0f} s, kubelet {times['kubelet']:.0f} s to ready; pods kept "
+        f"serving (same pods, 0 restarts); {result.summary()}")
+
+
+def test_10_an_api_server_restart_during_a_no_op_up_leaves_a_sound_state(stack: Stack) -> None:
+    up = subprocess.Popen(["pulumi", "up", "--yes", "--stack", stack.name, "--non-interactive"], cwd=REPO,
+                          env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)  # the engine has started and talks to the API server
+    restart = run([str(CLUSTER), "restart", "kube-apiserver"], stack.env, timeout=300).check()
+    output, _ = up.communicate(timeout=600)
+    # Either it finished, or it failed with the provider's error naming the API server: never a crash.
+    assert up.returncode == 0 or "error:" in output, output[-3000:]
+    assert "panic:" not in output and "Traceback" not in output, output[-3000:]
+    preview = stack.pulumi("preview", "--expect-no-changes", timing="10 preview after the API server restart")
+    assert re.search(r"\d+ unchanged", preview.output)
+    FIGURES["10 API server restarted during up"] = (
+        f"up {'succeeded' if up.returncode == 0 else 'failed cleanly'}; "
+        f"{restart.output.strip().splitlines()[-1].removeprefix('local-cluster: ')}; the next preview: no changes")
 
 
 def hpa_replicas(stack: Stack) -> tuple[int, int]:
@@ -261,44 +411,44 @@ def hpa_replicas(stack: Stack) -> tuple[int, int]:
     return int(status.get("currentReplicas", 0)), int(status.get("desiredReplicas", 0))
 
 
-def wait_for_replicas(stack: Stack, done: Callable[[int], bool], limit_s: float) -> float:
-    """Seconds until the Deployment's ready replicas satisfy `done` (and the HPA agrees)."""
+def wait_for_replicas(stack: Stack, done: Callable[[int], bool], limit_s: float, hpa: bool = False) -> float:
+    """Seconds until the Rollout's ready replicas satisfy `done` (and, with `hpa`, the HPA's count too)."""
     start = time.monotonic()
     while True:
-        ready = int(deployment(stack)["status"].get("readyReplicas", 0))
-        if done(ready) and done(hpa_replicas(stack)[0]):
+        ready = int(rollout(stack)["status"].get("readyReplicas", 0))
+        if done(ready) and (not hpa or done(hpa_replicas(stack)[0])):
             return time.monotonic() - start
-        assert time.monotonic() - start < limit_s, (ready, hpa_replicas(stack))
-        time.sleep(2)
+        assert time.monotonic() - start < limit_s, (ready, hpa_replicas(stack) if hpa else None)
+        time.sleep(1)
 
 
-def test_7_the_hpa_scales_on_real_cpu_figures_and_back(stack: Stack, tmp_path: Path) -> None:
+def test_11_the_hpa_scales_on_real_cpu_figures_and_back(stack: Stack, tmp_path: Path) -> None:
     # metrics-server reads the pods' CPU from the kubelet; the HPA targets 50% of the 100m request.
     for key, value in {"enabled": "true", "minReplicas": "1", "maxReplicas": "3", "targetCpuUtilization": "50",
                        "scaleDownWindowS": "15"}.items():  # --path stores true and numbers typed
         stack.pulumi("config", "set", "--path", f"serving.autoscaling.{key}", value)
-    stack.pulumi("up", "--yes", timing="7 up (autoscaling on)", timeout=900)
-    wait_for_replicas(stack, lambda n: n == 1, 180)
+    stack.pulumi("up", "--yes", timing="11 up (autoscaling on)", timeout=900)
+    wait_for_replicas(stack, lambda n: n == 1, 180, hpa=True)
     body = tmp_path / "infer.json"
     body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
     with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path, connections=4, delay_ms=5) as load:
-        up_s = wait_for_replicas(stack, lambda n: n >= 2, 240)
+        up_s = wait_for_replicas(stack, lambda n: n >= 2, 240, hpa=True)
         peak = hpa_replicas(stack)[1]
+    assert_no_failed_request(load)
     assert load.result is not None
-    assert load.result.non_2xx == 0 and not any(load.result.socket_errors.values()), load.result.output
-    down_s = wait_for_replicas(stack, lambda n: n == 1, 300)
-    FIGURES["7 autoscaling"] = (f"1 -> {peak} replicas {up_s:.0f} s into the load ({load.result.summary()}); "
+    down_s = wait_for_replicas(stack, lambda n: n == 1, 300, hpa=True)
+    FIGURES["11 autoscaling"] = (f"1 -> {peak} replicas {up_s:.0f} s into the load ({load.result.summary()}); "
                                 f"back to 1 {down_s:.0f} s after it")
 
 
-def test_8_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
+def test_12_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
     before = stack.outputs()
     tags = registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY)
     recipe = tmp_path / "prune90.yaml"
     recipe.write_text(json.dumps(FAILING_RECIPE))
     stack.pulumi("config", "set", "recipe", str(recipe))
     try:
-        up = stack.pulumi("up", "--yes", check=False, timing="8 up (failing gate)", timeout=1800)
+        up = stack.pulumi("up", "--yes", check=False, timing="12 up (failing gate)", timeout=1800)
     finally:
         stack.pulumi("config", "set", "recipe", "int8-static")
     assert up.returncode != 0
@@ -306,7 +456,7 @@ def test_8_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_pat
     assert reasons, up.output[-3000:]
     assert "Traceback" not in up.output, up.output[max(0, up.output.find("Traceback") - 1500):][:5000]
     assert registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY) == tags  # no image was pushed
-    assert deployment(stack)["spec"]["template"]["spec"]["containers"][0]["image"] == before["image"]
+    assert rollout(stack)["spec"]["template"]["spec"]["containers"][0]["image"] == before["image"]
     assert stack.outputs()["image"] == before["image"]
 
 
@@ -316,7 +466,7 @@ PRIVILEGED_POD = {
 }
 
 
-def test_9_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
+def test_13_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
     ns = kube_json(stack.env, "get", "namespace", namespace(stack))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     manifest = tmp_path / "pod.json"
@@ -329,8 +479,63 @@ def test_9_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack
     assert accepted.returncode == 0, accepted.output
 
 
-def test_10_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.pulumi("destroy", "--yes", timing="10 destroy", timeout=900)
+# Run in a pod: resolve the Service (CoreDNS, a pod of kube-system, answers), then ask the server.
+PROBE = """import socket, sys, urllib.request
+host = sys.argv[1].split("/")[2].split(":")[0]
+print("resolved", socket.gethostbyname(host))
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=3)
+    print("allowed")
+except OSError as e:
+    print("refused", type(e).__name__)
+"""
+
+
+def probe(stack: Stack, namespace_: str, url: str, tmp_path: Path) -> str:
+    """What a pod in `namespace_` (the serving image, restricted) gets from `url`: its log."""
+    name = f"netpol-probe-{int(time.monotonic() * 1000) % 100000}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace_}, "spec": {
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "probe", "image": stack.outputs()["image"], "command": ["python", "-c", PROBE, url],
+                        "resources": {"limits": {"cpu": "100m", "memory": "128Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                            "readOnlyRootFilesystem": True}}]}}
+    manifest = tmp_path / f"{name}.json"
+    manifest.write_text(json.dumps(pod))
+    kubectl(stack.env, "apply", "-f", str(manifest))
+    kubectl(stack.env, "wait", "-n", namespace_, f"pod/{name}", "--for=jsonpath={.status.phase}=Succeeded",
+            "--timeout=120s")
+    return kubectl(stack.env, "logs", "-n", namespace_, name).output
+
+
+def test_14_the_network_policy_is_enforced_other_namespaces_are_refused(stack: Stack, tmp_path: Path) -> None:
+    """kube-router's network-policy controller (local-cluster/) enforces what the stack renders."""
+    url = f"http://digits.{namespace(stack)}.svc.cluster.local:8080/v2/health/ready"
+    outsider = f"{namespace(stack)}-outsider"
+    kubectl(stack.env, "create", "namespace", outsider)
+    try:
+        start = time.monotonic()
+        refused = probe(stack, outsider, url, tmp_path)
+        refused_s = time.monotonic() - start
+        allowed = probe(stack, namespace(stack), url, tmp_path)
+    finally:
+        kubectl(stack.env, "delete", "namespace", outsider, "--wait=false")
+    # The outsider reached CoreDNS (a pod without a policy), and then not the server.
+    assert "resolved 10.96." in refused and "\nrefused" in refused, refused
+    assert "\nallowed" in allowed, allowed
+    # The stack's Prometheus (same namespace) still scrapes every serving pod through the policy.
+    with port_forward(stack.env, namespace(stack), "service/prometheus", 9090) as base:
+        targets = http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
+    serving = [t for t in targets if t["labels"].get("job") == "digits"]
+    assert serving and all(t["health"] == "up" for t in serving), serving
+    FIGURES["14 NetworkPolicy"] = (
+        f"from {outsider}: {refused.splitlines()[-1]} (after {refused_s:.0f} s, pod start included); "
+        f"from {namespace(stack)}: allowed; Prometheus: {len(serving)} serving targets up")
+
+
+def test_15_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
+    stack.pulumi("destroy", "--yes", timing="15 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",

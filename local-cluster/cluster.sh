@@ -3,7 +3,9 @@
 # etcd, kube-apiserver (Pod Security admission on, as by default), kube-controller-manager,
 # kube-scheduler, Debian's docker-registry (seeded with a debootstrap base image through the Docker
 # engine, started if none answers), buildkitd as the buildx builder `modelstack-local`, and the node:
-# containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS, metrics-server.
+# containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS, metrics-server,
+# the Argo Rollouts controller (canary releases), and kube-router's network-policy controller (NetworkPolicies
+# enforced).
 # The daemons are declared in local-cluster/daemons.sh; the node's files are in local-cluster/node/.
 #
 #   local-cluster/cluster.sh up       build the tools if needed (tools/build.sh), start everything, wait until ready
@@ -11,11 +13,13 @@
 #                                     host (mounts, network, iptables, sysctls), remove its state
 #   local-cluster/cluster.sh env      print the export lines a shell can eval: PATH, PULUMI_HOME, KUBECONFIG, ...
 #   local-cluster/cluster.sh status   say what runs
+#   local-cluster/cluster.sh restart DAEMON   stop one daemon (daemons.sh) and start it again, until ready
 #
 #   MODELSTACK_CLUSTER_DIR  state: certificates, kubeconfig, etcd data, node state, logs, pids (default .modelstack/local-cluster)
 #   MODELSTACK_APISERVER_PORT (36443), MODELSTACK_ETCD_PORT (32379; the peer port is the next one),
 #   MODELSTACK_REGISTRY_PORT (35000; Pulumi.local.yaml names it), MODELSTACK_KUBELET_PORT (10250; its healthz
-#   port is 10248), MODELSTACK_KUBE_PROXY_PORT (10256; its metrics port is 10249),
+#   port is 10248), MODELSTACK_KUBE_PROXY_PORT (10256; its metrics port is 10249), MODELSTACK_KUBE_ROUTER_PORT
+#   (20244, its health port),
 #   MODELSTACK_POD_SUBNET (10.244.0: pods get .2-.254 of it; the node, the API server and the bridge .1)
 # Needs root or passwordless sudo: containerd, runc, the kubelet and kube-proxy mount file systems and
 # make cgroups, network namespaces and iptables rules; buildkitd runs builds with runc.
@@ -31,6 +35,7 @@ kubelet_port=${MODELSTACK_KUBELET_PORT:-10250}
 kubelet_healthz_port=$((kubelet_port - 2))
 kube_proxy_healthz_port=${MODELSTACK_KUBE_PROXY_PORT:-10256}
 kube_proxy_metrics_port=$((kube_proxy_healthz_port - 7))
+kube_router_healthz_port=${MODELSTACK_KUBE_ROUTER_PORT:-20244}
 pod_subnet=${MODELSTACK_POD_SUBNET:-10.244.0}
 # shellcheck disable=SC2034  # pod_cidr, dns_ip and runc (below) are read through render_node_files' ${!name}
 pod_cidr=$pod_subnet.0/24 node_ip=$pod_subnet.1
@@ -41,6 +46,7 @@ registry=127.0.0.1:$registry_port
 pause_image=$registry/modelstack-system/pause:3.10 coredns_image=$registry/modelstack-system/coredns:1.15.0
 prometheus_image=$registry/modelstack-system/prometheus:3.16.0  # Pulumi.local.yaml names it
 metrics_server_image=$registry/modelstack-system/metrics-server:0.8.0
+argo_rollouts_image=$registry/modelstack-system/argo-rollouts:1.10.1
 pki=$state/pki containerd_sock=$state/containerd/containerd.sock cni_bin_dir=/usr/lib/cni
 # What the kubelet sets on the host (and bridged pod traffic needs); restored by `down`.
 sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
@@ -95,15 +101,31 @@ declaration() {
 
 # start_daemon NAME: run its command in its own session (it outlives this script), then wait until ready.
 start_daemon() {
-    local name=$1 as=""
+    local name=$1 again=${2:-} as=""
     declaration "$name"
     [[ -n $root ]] && as=$sudo
     if declare -F "before_$name" >/dev/null; then "before_$name"; fi
     # shellcheck disable=SC2086  # $as is empty or "sudo -n"
-    setsid nohup $as "${command[@]}" >"$state/logs/$name.log" 2>&1 </dev/null &
+    setsid nohup $as "${command[@]}" >>"$state/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$state/pids/$name.pid"
     wait_for "$name" "$ready_s" "${ready[@]}"
-    if declare -F "after_$name" >/dev/null; then "after_$name"; fi
+    if [[ -z $again ]] && declare -F "after_$name" >/dev/null; then "after_$name"; fi
+}
+
+# restart NAME: stop one daemon and start it again, waiting until it is ready (its after-start step, such
+# as applying manifests, is not repeated): what a node's operator does, and the e2e's fault steps.
+restart() {
+    local name=${1:-}
+    [[ " ${DAEMONS[*]} " == *" $name "* ]] || die "restart which daemon? one of: ${DAEMONS[*]}"
+    complete || die "not up; run local-cluster/cluster.sh up"
+    # shellcheck source=/dev/null  # the tools' PATH and the cluster's KUBECONFIG, written by up
+    source "$state/env.sh"
+    # shellcheck disable=SC2034  # containerd.toml's BinaryName, rendered at up
+    runc=$(command -v runc)
+    local start=$SECONDS
+    stop_pid "$(cat "$state/pids/$name.pid")"
+    start_daemon "$name" again
+    log "$name restarted and ready in $((SECONDS - start)) s"
 }
 
 stop_pid() {
@@ -239,6 +261,7 @@ system_images() {
     system_image coredns "$coredns_image" "$(command -v coredns)" scratch 65532:65532
     system_image prometheus "$prometheus_image" "$(command -v prometheus)" scratch 65534:65534
     system_image metrics-server "$metrics_server_image" "$(command -v metrics-server)" scratch 65534:65534
+    system_image rollouts-controller "$argo_rollouts_image" "$(command -v rollouts-controller)" scratch 999:999
 }
 
 write_env() {
@@ -333,6 +356,7 @@ node_host_cleanup() {
     fi
     cni_chains_cleanup
     shared_chains_cleanup
+    network_policy_cleanup
     while $sudo iptables -w -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT -m comment --comment modelstack-local 2>/dev/null; do :; done
     ip link show "$bridge" >/dev/null 2>&1 && $sudo ip link delete "$bridge"
     if [[ -f $state/sysctls.saved ]]; then
@@ -368,6 +392,24 @@ shared_chains_cleanup() {
     done
 }
 
+# kube-router's filter chains and ipsets (its own --cleanup-config leaves the chains and then panics on
+# IPVS, which it never used here): the jumps to them first, then every chain, then the sets they matched.
+network_policy_cleanup() {
+    local rule chain set
+    while read -r rule; do
+        eval "$sudo iptables -w ${rule/-A/-D}" 2>/dev/null || true
+    done < <($sudo iptables -w -S 2>/dev/null | grep -E -- '^-A (INPUT|OUTPUT|FORWARD) .*-j KUBE-ROUTER-' || true)
+    local chains=()
+    mapfile -t chains < <($sudo iptables -w -S 2>/dev/null |
+        awk '$1 == "-N" && $2 ~ /^KUBE-(ROUTER|POD-FW|NWPLCY|SRC|DST)-/ {print $2}')
+    for chain in "${chains[@]}"; do $sudo iptables -w -F "$chain" 2>/dev/null || true; done
+    for chain in "${chains[@]}"; do $sudo iptables -w -X "$chain" 2>/dev/null || true; done
+    command -v ipset >/dev/null || return 0
+    for set in $($sudo ipset list -n 2>/dev/null | grep -E '^(KUBE-(SRC|DST)-|kube-router-)' || true); do
+        $sudo ipset destroy "$set" 2>/dev/null || true
+    done
+}
+
 status() {
     local name rc=0
     for name in "${DAEMONS[@]}"; do
@@ -382,5 +424,6 @@ case ${1:-} in
     down) down ;;
     env) [[ -f $state/env.sh ]] || die "not up; run local-cluster/cluster.sh up"; cat "$state/env.sh" ;;
     status) status ;;
-    *) die "usage: local-cluster/cluster.sh up|down|env|status" ;;
+    restart) restart "${2:-}" ;;
+    *) die "usage: local-cluster/cluster.sh up|down|env|status|restart DAEMON" ;;
 esac

@@ -16,7 +16,8 @@
 # shellcheck shell=bash disable=SC2034,SC2154,SC2054  # cluster.sh reads ports, root, command, ready, ready_s
 # and sets what they read (registry, repo, sudo, ...); commas in arguments are flag values, not separators
 
-DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry buildkitd containerd kubelet kube-proxy)
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry buildkitd containerd kubelet kube-proxy
+    kube-router)
 
 daemon_etcd() {
     ports=("$etcd_port" "$((etcd_port + 1))")
@@ -129,9 +130,27 @@ daemon_kube-proxy() {
     command=(kube-proxy --config "$state/node/kube-proxy.yaml")
     ready=(curl -sf "http://127.0.0.1:$kube_proxy_healthz_port/healthz") ready_s=60
 }
-# The add-ons, once Services route: CoreDNS, and metrics-server (the HPA's CPU figures, as an aggregated API).
+# The add-ons, once Services route: CoreDNS, metrics-server (the HPA's CPU figures, as an aggregated API), and
+# Argo Rollouts as its release installs it (CRDs, RBAC, controller), with the image built here.
 after_kube-proxy() {
     kubectl apply -f "$state/node/coredns.yaml" -f "$state/node/metrics-server.yaml" >/dev/null
+    sed -e "s|quay.io/argoproj/argo-rollouts:latest|$argo_rollouts_image|" -e 's|imagePullPolicy: Always|imagePullPolicy: IfNotPresent|' \
+        "$(dirname "$(command -v rollouts-controller)")/argo-rollouts-install.yaml" >"$state/node/argo-rollouts.yaml"
+    kubectl create namespace argo-rollouts >/dev/null
+    # Server-side: the CRDs are too large for the last-applied annotation of a client-side apply.
+    kubectl apply --server-side -n argo-rollouts -f "$state/node/argo-rollouts.yaml" >/dev/null
     wait_for kube-proxy 120 kubectl -n kube-system rollout status deployment/coredns --timeout=1s
     wait_for kube-proxy 120 kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=1s
+    wait_for kube-proxy 120 kubectl -n argo-rollouts rollout status deployment/argo-rollouts --timeout=1s
+}
+
+# NetworkPolicies enforced: kube-router's network-policy controller alone (iptables and ipsets on the node,
+# matching bridged pod traffic through br_netfilter), beside the bridge CNI; no routing, no service proxy.
+daemon_kube-router() {
+    root=1
+    ports=("$kube_router_healthz_port")
+    command=(kube-router --kubeconfig "$state/kubeconfig" --hostname-override "$node_name"
+        --run-firewall=true --run-router=false --run-service-proxy=false
+        --service-cluster-ip-range "$service_cidr" --health-port "$kube_router_healthz_port")
+    ready=(curl -sf "http://127.0.0.1:$kube_router_healthz_port/healthz") ready_s=60
 }

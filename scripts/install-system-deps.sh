@@ -10,7 +10,8 @@
 #   skopeo       - copies an image between registries by digest (artifacts/promote.py; `make e2e`)
 #   the shellcheck package - lints scripts/ci/*.sh and the workflows' run: blocks (tests/ci/, through actionlint too)
 #   the local cluster's node (local-cluster/): containernetworking-plugins (bridge, host-local, portmap,
-#   firewall, loopback), iptables and iproute2 (kube-proxy, the bridge), gettext-base (envsubst renders
+#   firewall, loopback), iptables and iproute2 (kube-proxy, the bridge), ipset (kube-router's network
+#   policies), gettext-base (envsubst renders
 #   the node's files), libseccomp-dev (runc is built with seccomp: Pod Security restricted asks for it)
 # Installs only what is missing; a machine that has them does nothing. `make test` runs it first.
 set -euo pipefail
@@ -30,6 +31,7 @@ has shellcheck || missing+=(shellcheck)
 has skopeo || missing+=(skopeo)
 [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
 has iptables || missing+=(iptables)
+has ipset || missing+=(ipset)
 has ip || missing+=(iproute2)
 has envsubst || missing+=(gettext-base)
 [[ -f /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)

@@ -55,6 +55,14 @@ class ProgramRun:
         assert len(found) == 1, f"expected one {type_}, got {[r.name for r in found]}"
         return found[0]
 
+    def named(self, name: str) -> Registered:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
+
+    def serving_workload(self) -> Registered:
+        """The serving pods' owner: a Deployment (rolling) or an Argo Rollout (canary)."""
+        return next(r for r in self.resources if r.name in ("serving-deployment", "serving-rollout"))
+
     def by_urn(self, urn: str) -> Registered:
         return next(r for r in self.resources if r.urn == urn)
 

@@ -35,7 +35,9 @@ def test_without_root_or_sudo_it_names_the_missing_package_and_the_command() -> 
 def assert_wrk_is_named_as_missing(bin_dir: Path) -> None:
     bin_dir.mkdir()
     for tool in PRESENT:
-        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        # The Debian packages' own files: a PATH with the tools' cache first (cluster.sh env) would give a
+        # Prometheus under root's home, which the unprivileged user cannot run.
+        found = shutil.which(tool, path="/usr/bin:/bin:/usr/sbin:/sbin")
         assert found, f"{tool} is not installed: run scripts/install-system-deps.sh"
         (bin_dir / tool).symlink_to(found)
     env = {"PATH": str(bin_dir)}  # no sudo, no wrk

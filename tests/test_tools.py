@@ -46,6 +46,11 @@ def test_the_cli_is_not_older_than_the_sdk_and_the_wrappers_match_the_script() -
     assert required("coredns", "github.com/coredns/coredns") == f"v{v['COREDNS_VERSION']}"
     assert required("prometheus", "github.com/prometheus/prometheus") == v["PROMETHEUS_MODULE"]
     assert required("metrics-server", "sigs.k8s.io/metrics-server") == f"v{v['METRICS_SERVER_VERSION']}"
+    assert required("argo-rollouts", "github.com/argoproj/argo-rollouts") == f"v{v['ARGO_ROLLOUTS_VERSION']}"
+    assert required("keda", "github.com/kedacore/keda/v2") == f"v{v['KEDA_VERSION']}"
+    assert required("kube-router", "github.com/cloudnativelabs/kube-router/v2") == f"v{v['KUBE_ROUTER_VERSION']}"
+    cluster = (REPO / "local-cluster" / "cluster.sh").read_text()
+    assert f"/modelstack-system/argo-rollouts:{v['ARGO_ROLLOUTS_VERSION']}\n" in cluster
     major, minor, patch = v["PROMETHEUS_VERSION"].split(".")  # module v0.MMmm.p is Prometheus MM.mm.p
     assert v["PROMETHEUS_MODULE"] == f"v0.{int(major) * 100 + int(minor)}.{patch}"
     assert required("buildkit", "github.com/moby/buildkit") == f"v{v['BUILDKIT_VERSION']}"

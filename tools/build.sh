@@ -7,6 +7,9 @@
 #   kubelet, kube-proxy, containerd (+ shim, ctr),
 #   runc, coredns, pause                               a real node: pods run, Services route, names resolve
 #   prometheus, metrics-server                         the local stack's in-cluster Prometheus; CPU figures for HPAs
+#   rollouts-controller (+ its install manifest)       Argo Rollouts: canary releases with analysis and rollback
+#   kube-router                                        its network-policy controller alone: NetworkPolicies enforced
+#   keda, keda-adapter, -admission-webhooks (+ manifest) KEDA: scaling on the servers' own queue metric
 #   buildkitd, buildx                                  the image builder docker-build drives (remote driver)
 # Each tool lands in its own directory keyed by its version and recipe; a complete one is never
 # rebuilt, so a second run does nothing. An official `pulumi` on PATH (with its language host
@@ -44,6 +47,12 @@ PROMETHEUS_VERSION=3.16.0
 PROMETHEUS_MODULE=v0.316.0
 # metrics-server 0.8.0 (the HPA's CPU figures; 0.9.x asks for a newer Go than ours).
 METRICS_SERVER_VERSION=0.8.0
+# Argo Rollouts 1.10.1: 1.10.2 asks for Go 1.26.10, newer than ours.
+ARGO_ROLLOUTS_VERSION=1.10.1
+# kube-router 2.1.0: the only version of its /v2 module the proxy serves (local-cluster/README.md: why it is used).
+KUBE_ROUTER_VERSION=2.1.0
+# KEDA 2.21.0: 2.21.1 asks for Go 1.27.4, newer than ours.
+KEDA_VERSION=2.21.0
 # BuildKit of the client docker-build v0.0.22 embeds (v0.31), and that provider's buildx.
 BUILDKIT_VERSION=0.31.2
 BUILDX_VERSION=0.35.0
@@ -166,6 +175,29 @@ node() {
     gcc -Os -Wall -Werror -static -DVERSION="v$KUBERNETES_VERSION-modelstack" -o bin/pause "$src"
 }
 
+# Argo Rollouts' controller, and the install manifest of the same release (CRDs, RBAC, Deployment); kube-router,
+# whose network-policy controller the local cluster runs alone (no routing, no service proxy).
+controllers() {
+    wrapper_build argo-rollouts "-X github.com/argoproj/argo-rollouts/utils/version.version=$ARGO_ROLLOUTS_VERSION" "" \
+        github.com/argoproj/argo-rollouts/cmd/rollouts-controller
+    install -m 0644 "$(module_dir "github.com/argoproj/argo-rollouts@v$ARGO_ROLLOUTS_VERSION")/manifests/install.yaml" \
+        bin/argo-rollouts-install.yaml
+    wrapper_build kube-router "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION" "" \
+        github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+}
+
+# KEDA's operator, metrics API server (adapter) and admission webhooks, and its install manifest: the
+# module's kustomize tree (config/default) rendered by the kubectl just built.
+keda() {
+    wrapper_build keda "-X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" "" \
+        github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter \
+        github.com/kedacore/keda/v2/cmd/webhooks
+    # The names KEDA's own images give them, which its manifest's `command:` lines name.
+    mv bin/operator bin/keda && mv bin/adapter bin/keda-adapter && mv bin/webhooks bin/keda-admission-webhooks
+    "$control_plane_dir/kubectl" kustomize "$(module_dir "github.com/kedacore/keda/v2@v$KEDA_VERSION")/config/default" \
+        >bin/keda-install.yaml
+}
+
 builder() {
     # buildkitd reports its version to docker-build, which picks features by it.
     wrapper_build buildkit "-X github.com/moby/buildkit/version.Version=v$BUILDKIT_VERSION \
@@ -208,6 +240,11 @@ node_dir=$cache/node-$KUBERNETES_VERSION-$(key kubernetes node "$KUBERNETES_VERS
     "$(key prometheus :)" "$METRICS_SERVER_VERSION" "$(key metrics-server :)" "$(declare -f kubernetes_ldflags)")
 build "kubelet and kube-proxy $KUBERNETES_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, coredns $COREDNS_VERSION, prometheus $PROMETHEUS_VERSION, metrics-server $METRICS_SERVER_VERSION" \
     "$node_dir" 5 node
+controllers_dir=$cache/controllers-$(key argo-rollouts controllers "$ARGO_ROLLOUTS_VERSION" "$KUBE_ROUTER_VERSION" \
+    "$(key kube-router :)")
+build "argo-rollouts $ARGO_ROLLOUTS_VERSION, kube-router $KUBE_ROUTER_VERSION" "$controllers_dir" 4 controllers
+keda_dir=$cache/keda-$KEDA_VERSION-$(key keda keda "$KEDA_VERSION")
+build "keda $KEDA_VERSION" "$keda_dir" 10 keda
 builder_dir=$cache/buildkit-$BUILDKIT_VERSION-$(key buildkit builder "$BUILDKIT_VERSION" "$BUILDX_VERSION")
 build "buildkit $BUILDKIT_VERSION, buildx $BUILDX_VERSION" "$builder_dir" 2 builder
 
@@ -225,5 +262,5 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 install_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION" "$k8s_provider_dir"
 install_plugin docker-build "$DOCKER_BUILD_PROVIDER_VERSION" "$docker_build_dir"
 
-echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:$node_dir:\$PATH\""
+echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:$node_dir:$controllers_dir:$keda_dir:\$PATH\""
 echo "export PULUMI_HOME=\"$pulumi_home\""

@@ -120,7 +120,7 @@ def serving_replicas_for_availability(type_token: str, props: dict[str, Any]) ->
         return []
     why = "with one replica there is no capacity during a rollout's node drain or a pod restart"
     k = kind(type_token)
-    if k == "Deployment":
+    if k in ("Deployment", "Rollout"):
         # Unset: an HPA owns the count (ModelService leaves it to one); the HPA's floor is judged below.
         replicas = number(get(props, "spec", "replicas"))
         if replicas is not None and replicas < 2:

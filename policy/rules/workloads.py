@@ -20,6 +20,7 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "ReplicationController": ("spec", "template"),
     "Job": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
+    "Rollout": ("spec", "template"),  # Argo Rollouts (argoproj.io/v1alpha1): a Deployment with canary steps
 }
 
 

@@ -121,3 +121,10 @@ def legacy(figures: dict[str, Any]) -> dict[str, Any]:
 def ecr_repository(name: str = "modelstack/text-classifier") -> dict[str, Any]:
     return {"name": name, "imageTagMutability": "IMMUTABLE", "imageScanningConfiguration": {"scanOnPush": True},
             "encryptionConfigurations": [{"encryptionType": "AES256"}]}
+
+
+def rollout(replicas: float | None = 2.0) -> dict[str, Any]:
+    """An Argo Rollout: a Deployment's selector and pod template, canary steps instead of a rolling update."""
+    d = deployment(replicas)
+    d["spec"]["strategy"] = {"canary": {"maxSurge": 1.0, "maxUnavailable": 0.0, "steps": [{"setWeight": 50.0}]}}
+    return {**d, "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout"}

@@ -56,9 +56,10 @@ def test_program_passes_every_mandatory_policy(runs, stack):
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_rules_had_something_to_judge(runs, stack):
     run = runs[stack]
-    deployments = [res for res in run.resources if res.type == "kubernetes:apps/v1:Deployment"]
-    assert any(label(res.inputs, "app.kubernetes.io/component") == kubernetes.SERVING_COMPONENT for res in deployments)
-    assert all(pod_templates(res.type, res.inputs) for res in deployments)
+    workloads = [res for res in run.resources  # local's serving pods belong to an Argo Rollout
+                 if res.type in ("kubernetes:apps/v1:Deployment", "kubernetes:argoproj.io/v1alpha1:Rollout")]
+    assert any(label(res.inputs, "app.kubernetes.io/component") == kubernetes.SERVING_COMPONENT for res in workloads)
+    assert all(pod_templates(res.type, res.inputs) for res in workloads)
     assert run.of_type("pulumi-python:dynamic:Resource")
     assert run.of_type("kubernetes:core/v1:ConfigMap")
     if stack == "prod":

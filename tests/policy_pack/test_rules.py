@@ -451,3 +451,25 @@ def test_every_unknown_sentinel_is_skipped(sentinel: Any):
     r.first_container(d)["image"] = sentinel
     r.first_container(d)["securityContext"]["privileged"] = sentinel
     assert image_pinned_by_digest(DEPLOYMENT, d) == pod_security_restricted(DEPLOYMENT, d) == []
+
+
+# --- Argo Rollouts: the same pod rules on a Rollout's template ---------------------------------
+
+ROLLOUT = "kubernetes:argoproj.io/v1alpha1:Rollout"
+
+
+def test_a_rollouts_pod_template_is_judged_as_a_deployments():
+    hardened = r.rollout()
+    for rule in (pod_security_restricted, image_pinned_by_digest, requests_and_limits,
+                 serving_replicas_for_availability):
+        assert rule(ROLLOUT, hardened) == [], rule.__name__
+    privileged = r.rollout()
+    r.first_container(privileged)["securityContext"]["privileged"] = True
+    assert "privileged" in one(pod_security_restricted(ROLLOUT, privileged))
+    tagged = r.rollout()
+    r.first_container(tagged)["image"] = "registry.example/digits:latest"
+    assert "digest" in one(image_pinned_by_digest(ROLLOUT, tagged))
+    unbounded = r.rollout()
+    del r.first_container(unbounded)["resources"]["limits"]
+    assert requests_and_limits(ROLLOUT, unbounded)
+    assert "spec.replicas is 1" in one(serving_replicas_for_availability(ROLLOUT, r.rollout(replicas=1.0)))

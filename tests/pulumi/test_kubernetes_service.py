@@ -9,6 +9,7 @@ import pytest
 
 from components.model_service import ENV_PREFIX, ModelServiceArgs
 from components.scheduling import GPU_NODE_LABEL, GPU_RESOURCE
+from serving.settings import Settings
 from tests.policy.manifests import to_manifest
 from tests.pulumi_harness import stack_config
 
@@ -22,8 +23,19 @@ def _obj(run, kind: str, component: str = "modelstack:index:ModelService") -> di
     return found
 
 
+def _workload(run) -> dict:
+    """The serving pods' owner: a Deployment (strategy rolling) or an Argo Rollout (canary, the local stack)."""
+    (found,) = [o for kind in ("Deployment", "Rollout") for o in _all(run, kind)]
+    return found
+
+
+def _all(run, kind: str) -> list[dict]:
+    parent = run.one("modelstack:index:ModelService").urn
+    return [to_manifest(r) for r in run.resources if r.type.endswith(f":{kind}") and r.parent == parent]
+
+
 def _pod(run) -> tuple[dict, dict]:
-    spec = _obj(run, "Deployment")["spec"]["template"]["spec"]
+    spec = _workload(run)["spec"]["template"]["spec"]
     return spec, spec["containers"][0]
 
 
@@ -46,13 +58,14 @@ def test_deployment_is_hardened_and_pinned(program, stack):
 @pytest.mark.parametrize("stack", STACKS)
 def test_probes_rollout_and_shutdown(program, stack):
     run = program(stack)
-    deployment = _obj(run, "Deployment")
+    deployment = _workload(run)
     pod, container = _pod(run)
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # room for model load + warm-up
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    strategy = deployment["spec"]["strategy"]
+    assert (strategy.get("rollingUpdate") or strategy.get("canary"))["maxUnavailable"] == 0
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] < pod["terminationGracePeriodSeconds"]
     (spread,) = pod["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
@@ -80,7 +93,7 @@ def test_server_settings_come_from_the_configmap(program, stack):
 @pytest.mark.parametrize("stack", STACKS)
 def test_selectors_use_only_the_stable_labels(program, stack):
     run = program(stack)
-    deployment = _obj(run, "Deployment")
+    deployment = _workload(run)
     selectors = [deployment["spec"]["selector"]["matchLabels"], _obj(run, "Service")["spec"]["selector"],
                  _obj(run, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]]
     if stack == "prod":
@@ -184,3 +197,80 @@ def test_gpu_nodes_are_labelled_for_the_serving_pods(program):
 def test_endpoint_is_exported(program):
     run = program("dev")
     assert run.outputs["endpoint"] == "http://digits.modelstack-dev.svc.cluster.local:8080"
+
+
+def _alert_threshold(run, alert: str) -> str:
+    """The threshold an alert rule of the stack's rule file compares against (`... > X`)."""
+    rules = next(v for r in run.resources for v in (r.inputs.get("data") or {}).values()
+                 if isinstance(v, str) and f"alert: {alert}" in v)
+    return re.search(rf"alert: {alert}\n\s+expr: [^\n]* > ([0-9.e-]+)", rules).group(1)
+
+
+def test_the_local_stack_releases_by_canary_judged_by_the_alerts_own_figures(program):
+    run = program("local")
+    rollout = _workload(run)
+    assert (rollout["apiVersion"], rollout["kind"]) == ("argoproj.io/v1alpha1", "Rollout")
+    assert rollout["spec"]["replicas"] == 2 and rollout["spec"]["progressDeadlineAbort"] is True
+    step, analysis = rollout["spec"]["strategy"]["canary"]["steps"]
+    assert step == {"setWeight": 50}  # then all replicas, once the analysis passed
+    assert analysis["analysis"]["templates"] == [{"templateName": "digits-4-checks"}]  # pauseS 60 / intervalS 15
+    assert analysis["analysis"]["args"] == [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]
+
+    metrics = {m["name"]: m for m in _obj(run, "AnalysisTemplate")["spec"]["metrics"]}
+    assert set(metrics) == {"error-ratio", "latency-p99"}
+    for metric in metrics.values():
+        prometheus = metric["provider"]["prometheus"]
+        assert prometheus["address"] == run.outputs["prometheusUrl"]
+        assert 'pod=~"digits-{{args.canary-hash}}-.*"' in prometheus["query"]  # the new pods only
+        assert metric["interval"] == "15s" and metric["count"] == 4 and metric["failureLimit"] == 0
+    # One definition: the fast burn-rate page's 5xx ratio (14.4 x the 1% budget), the latency alert's p99.
+    assert metrics["error-ratio"]["successCondition"].endswith("<= 0.144")
+    latency = _alert_threshold(run, "ModelstackLatencyP99High")
+    assert metrics["latency-p99"]["successCondition"].endswith(f"<= {latency}")
+    assert 'code=~"5.."' in metrics["error-ratio"]["provider"]["prometheus"]["query"]
+
+    status = run.named("serving-rollout-status")
+    assert run.serving_workload().urn in status.dependencies
+    assert status.inputs["revision"].startswith(run.outputs["image"] + " settings=")
+    assert status.inputs["kubeContext"] == "modelstack-local" and status.inputs["timeoutS"] == 900
+
+
+def test_a_canary_under_an_hpa_leaves_it_the_replica_count(program):
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:serving"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+    run = program("local", config=cfg)
+    rollout = _workload(run)
+    assert "replicas" not in rollout["spec"]
+    assert _obj(run, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"] == {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "digits"}
+
+
+def test_the_fault_setting_reaches_only_the_new_revisions_pods(program):
+    """Tests only: set in the pod template, never in the ConfigMap every revision's pods read."""
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:serving"]["faultErrorRatio"] = 0.3
+    run = program("local", config=cfg)
+    _, container = _pod(run)
+    assert container["env"] == [{"name": ENV_PREFIX + "FAULT_ERROR_RATIO", "value": "0.3"}]
+    assert "fault_error_ratio" in Settings.model_fields  # the server reads that very variable
+    assert not [k for k in _obj(run, "ConfigMap")["data"] if "FAULT" in k]
+    plain = program("local")
+    assert "env" not in _pod(plain)[1]
+    revision = lambda r: r.named("serving-rollout-status").inputs["revision"]  # noqa: E731
+    assert revision(run) != revision(plain) and revision(plain) == revision(program("local"))  # stable when unchanged
+
+
+def test_a_canarys_analysis_may_query_prometheus_through_its_network_policy(program):
+    """The Argo Rollouts controller asks Prometheus from its own namespace: its policy lets that namespace in."""
+    def prometheus_peers(run) -> list[dict]:
+        (policy,) = [to_manifest(r) for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                     if r.inputs["metadata"]["name"] == "prometheus"]
+        (rule,) = policy["spec"]["ingress"]
+        return rule["from"]
+
+    peers = prometheus_peers(program("local"))
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "argo-rollouts"}}} in peers
+    assert any("podSelector" in p for p in peers)  # Grafana's pods, as before
+    rolling = copy.deepcopy(stack_config("local"))
+    rolling["modelstack:serving"]["rollout"] = {"strategy": "rolling"}
+    assert all("namespaceSelector" not in p for p in prometheus_peers(program("local", config=rolling)))

@@ -13,7 +13,7 @@ STACKS = ("dev", "prod", "local")
 @pytest.mark.parametrize("stack", STACKS)
 def test_optimized_model_inputs_are_content_digests_and_the_recipe(program, stack):
     run = program(stack)
-    model = run.one("pulumi-python:dynamic:Resource").inputs
+    model = run.named("model").inputs
     cfg = stack_config(stack)["modelstack:model"]
     assert model["sourceSha256"] == sha256_file(ROOT / cfg["source"])
     assert model["validationSha256"] == sha256_file(ROOT / cfg["validationData"])
@@ -27,12 +27,12 @@ def test_optimized_model_inputs_are_content_digests_and_the_recipe(program, stac
 def test_image_build_waits_for_the_model(program, stack):
     """A failed accuracy gate fails the model, so the image that depends on it is never built."""
     run = program(stack)
-    model = run.one("pulumi-python:dynamic:Resource")
+    model = run.named("model")
     image = run.one("docker-build:index:Image")
     assert model.urn in image.dependencies
     assert image.inputs["push"] is True
     assert image.inputs["tags"][0].split(":")[-1].startswith(run.outputs["modelDigest"][:12])
-    (deployment,) = [r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name == "serving-deployment"]
+    deployment = run.serving_workload()
     assert image.urn in deployment.dependencies
 
 

@@ -129,7 +129,7 @@ def test_no_secret_value_in_outputs_or_inputs_in_plain_text(program):
 def test_the_local_stack_runs_its_prometheus_image_by_digest_and_no_grafana(program):
     run = program("local", secrets={})
     deployments = {r.inputs["metadata"]["name"]: r for r in run.of_type("kubernetes:apps/v1:Deployment")}
-    assert set(deployments) == {"digits", "prometheus"}
+    assert set(deployments) == {"prometheus"}  # the model's pods belong to an Argo Rollout (a canary)
     (container,) = deployments["prometheus"].inputs["spec"]["template"]["spec"]["containers"]
     pinned = stack_config("local")["modelstack:monitoring"]["prometheusImage"] + "@sha256:"
     assert container["image"].startswith(pinned)  # the loopback tag, pinned when the config was read
