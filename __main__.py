@@ -94,7 +94,8 @@ if cfg.monitoring.mode != "none":
 
 service = ModelService(
     "serving",
-    ModelServiceArgs.from_config(cfg, image=image_ref, scheduling=gpu.scheduling, analysis=analysis),
+    ModelServiceArgs.from_config(cfg, image=image_ref, scheduling=gpu.scheduling, analysis=analysis,
+                                 prometheus_url=monitoring_args.prometheus_url if monitoring_args else None),
     opts=opts,
 )
 

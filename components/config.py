@@ -160,6 +160,15 @@ class AutoscalingSection(_Section):
     # is applied. Model pods are slow to start, so scale-down waits 5 minutes by default.
     scale_up_window_s: int = Field(0, ge=0, le=3600)
     scale_down_window_s: int = Field(300, ge=0, le=3600)
+    # What the replicas follow: `cpu`, the pods' CPU utilization (an HPA reading metrics-server), or `queue`,
+    # the inference requests in the servers (waiting for the model or being answered, averaged over a
+    # minute), read from the stack's Prometheus by KEDA, whose operator runs in `kedaNamespace`: each
+    # replica is given targetQueueDepth of them.
+    metric: Literal["cpu", "queue"] = "cpu"
+    target_queue_depth: float = Field(2.0, gt=0, le=10_000)
+    keda_namespace: str = "keda"
+
+    _keda_namespace = field_validator("keda_namespace")(_check_dns_label)
 
 
 class PdbSection(_Section):
@@ -502,6 +511,9 @@ def _check_scaling(cfg: StackConfig, where: str) -> list[str]:
     if s.autoscaling.enabled and s.autoscaling.min_replicas > s.autoscaling.max_replicas:
         out.append(f"{where}: {p}:serving.autoscaling: minReplicas {s.autoscaling.min_replicas} > maxReplicas "
                    f"{s.autoscaling.max_replicas}")
+    if s.autoscaling.metric == "queue" and cfg.monitoring.mode == "none":
+        out.append(f"{where}: {p}:serving.autoscaling.metric: 'queue' is read from the stack's Prometheus, but "
+                   f"{p}:monitoring.mode is 'none'; set monitoring.mode or use metric 'cpu'")
     floor = s.autoscaling.min_replicas if s.autoscaling.enabled else s.replicas
     if s.pdb.enabled and s.pdb.min_available >= floor:
         out.append(f"{where}: {p}:serving.pdb.minAvailable: {s.pdb.min_available} must be below the replica count "

@@ -59,6 +59,9 @@ class Autoscaling:
     target_cpu_utilization: int = 70
     scale_up_window_s: int = 0
     scale_down_window_s: int = 300
+    metric: str = "cpu"
+    """cpu: an HPA on the pods' CPU utilization; queue: a KEDA ScaledObject on the requests in the servers."""
+    target_queue_depth: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class ModelServiceArgs:
     """Where RolloutStatus's worker (live/) is imported from in the provider's process."""
     fault_error_ratio: float = 0.0
     """Tests only: this share of inference requests gets a 500 (exercises a canary's rollback)."""
+    prometheus_url: str | None = None
+    """Where KEDA reads the servers' queue (autoscaling metric `queue`)."""
 
     def __post_init__(self) -> None:
         for key in ("namespace", "model_name", "instance"):
@@ -134,6 +139,8 @@ class ModelServiceArgs:
         a = self.autoscaling
         if a and a.min_replicas > a.max_replicas:
             raise ValueError(f"ModelServiceArgs.autoscaling: min {a.min_replicas} > max {a.max_replicas}")
+        if a and a.metric == "queue" and not self.prometheus_url:
+            raise ValueError("ModelServiceArgs.autoscaling: metric 'queue' needs prometheus_url")
         if self.pdb_min_available is not None and self.pdb_min_available >= self.replica_floor:
             raise ValueError(f"ModelServiceArgs.pdb_min_available {self.pdb_min_available} must be below "
                              f"the replica floor {self.replica_floor}")
@@ -145,7 +152,7 @@ class ModelServiceArgs:
     @classmethod
     def from_config(
         cls, cfg: StackConfig, image: pulumi.Input[str], scheduling: Scheduling | None = None,
-        version: str = "unversioned", analysis: CanaryAnalysis | None = None,
+        version: str = "unversioned", analysis: CanaryAnalysis | None = None, prometheus_url: str | None = None,
     ) -> ModelServiceArgs:
         """`analysis`: where and by which figures a canary is judged (the config's `rollout.analysis` says how
         often); None when the stack has no Prometheus."""
@@ -163,7 +170,8 @@ class ModelServiceArgs:
             memory_limit=s.memory_limit, gpu=s.gpu, max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms, max_queue_size=s.max_queue_size,
             autoscaling=Autoscaling(auto.min_replicas, auto.max_replicas, auto.target_cpu_utilization,
-                                    auto.scale_up_window_s, auto.scale_down_window_s)
+                                    auto.scale_up_window_s, auto.scale_down_window_s, auto.metric,
+                                    auto.target_queue_depth)
             if auto.enabled else None,
             pdb_min_available=s.pdb.min_available if s.pdb.enabled else None,
             allowed_ingress_namespaces=tuple(s.allowed_ingress_namespaces),
@@ -171,6 +179,7 @@ class ModelServiceArgs:
             monitoring_namespace=None if m.mode == "none" else (m.namespace or cfg.namespace),
             scheduling=scheduling or Scheduling(),
             canary=canary, project_dir=str(cfg.project_dir), fault_error_ratio=s.fault_error_ratio,
+            prometheus_url=prometheus_url,
         )
 
     def settings(self) -> dict[str, str]:
@@ -226,13 +235,17 @@ class ModelService(pulumi.ComponentResource):
         settings = args.settings()
         config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(namespace), data=settings, opts=child)
         template = self._pod_template(args, labels, select, sa.metadata.name, config.metadata.name, settings)
+        # An HPA's scale updates own spec.replicas; when autoscaling is turned off the count is ours again,
+        # which server-side apply refuses as a conflict unless the update is forced.
+        workload_meta = k8s.meta.v1.ObjectMetaArgs(name=args.model_name, namespace=namespace, labels=labels,
+                                                   annotations={"pulumi.com/patchForce": "true"})
         if args.canary is None:
             k8s.apps.v1.Deployment(
-                f"{name}-deployment", metadata=meta(namespace), spec=self._deployment_spec(args, select, template),
+                f"{name}-deployment", metadata=workload_meta, spec=self._deployment_spec(args, select, template),
                 opts=child)
             workload_kind = ("apps/v1", "Deployment")
         else:
-            self._rollout(name, args, meta(namespace), select, template, settings, child)
+            self._rollout(name, args, workload_meta, select, template, settings, child)
             workload_kind = (ROLLOUTS_API, "Rollout")
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -437,6 +450,9 @@ class ModelService(pulumi.ComponentResource):
                     target: tuple[str, str], child: pulumi.ResourceOptions) -> None:
         auto = args.autoscaling
         assert auto is not None
+        if auto.metric == "queue":
+            self._queue_scaler(name, args, metadata, target, child)
+            return
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-hpa",
             metadata=metadata,
@@ -460,6 +476,35 @@ class ModelService(pulumi.ComponentResource):
                         stabilization_window_seconds=auto.scale_down_window_s),
                 ),
             ),
+            opts=child,
+        )
+
+    @staticmethod
+    def _queue_scaler(name: str, args: ModelServiceArgs, metadata: k8s.meta.v1.ObjectMetaArgs,
+                      target: tuple[str, str], child: pulumi.ResourceOptions) -> None:
+        """A KEDA ScaledObject: replicas = requests in the servers / targetQueueDepth, within min..max; KEDA makes
+        and owns the HPA that applies it. Requests in the servers, by Little's law: the request-seconds the
+        servers spend per second (queue wait included), over a minute. A sampled in-flight gauge would read
+        0 for a fast model: its /metrics answer runs on the event loop between inference requests."""
+        auto = args.autoscaling
+        assert auto is not None and args.prometheus_url
+        in_servers = f'sum(rate(modelstack_request_duration_seconds_sum{{namespace="{args.namespace}",' \
+                     f'model="{args.model_name}"}}[1m]))'
+        k8s.apiextensions.CustomResource(
+            f"{name}-scaledobject", api_version="keda.sh/v1alpha1", kind="ScaledObject", metadata=metadata,
+            spec={
+                "scaleTargetRef": {"apiVersion": target[0], "kind": target[1], "name": args.model_name},
+                "minReplicaCount": auto.min_replicas, "maxReplicaCount": auto.max_replicas,
+                "pollingInterval": 5,
+                # KEDA names the HPA it makes keda-hpa-<ScaledObject>; it applies these windows as ours would.
+                "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": auto.scale_up_window_s},
+                    "scaleDown": {"stabilizationWindowSeconds": auto.scale_down_window_s},
+                }}},
+                "triggers": [{"type": "prometheus", "metricType": "AverageValue", "metadata": {
+                    "serverAddress": args.prometheus_url, "query": in_servers,
+                    "threshold": f"{auto.target_queue_depth:g}"}}],
+            },
             opts=child,
         )
 

@@ -124,7 +124,7 @@ class MonitoringArgs:
         cls, cfg: StackConfig, benchmark_p99_ms: pulumi.Input[float], depends_on: Sequence[pulumi.Resource] = (),
         gpu_scheduling: Scheduling | None = None, version: str = "unversioned",
     ) -> MonitoringArgs:
-        m, r = cfg.monitoring, cfg.serving.rollout
+        m = cfg.monitoring
         if m.mode == "none":
             raise ValueError("monitoring.mode is 'none': build no Monitoring component")
         return cls(
@@ -138,7 +138,7 @@ class MonitoringArgs:
             chart_version=m.chart_version, monitoring_namespace=m.namespace, version=version,
             kube_context=cfg.cluster.context, prometheus_image=m.prometheus_image or PROMETHEUS_IMAGE,
             grafana=m.grafana, depends_on=tuple(depends_on),
-            query_namespaces=(r.analysis.controller_namespace,) if r.strategy == "canary" and r.analysis else (),
+            query_namespaces=_query_namespaces(cfg),
         )
 
     @property
@@ -209,6 +209,14 @@ def _admin_secret_data(password: pulumi.Input[str]) -> dict[str, pulumi.Input[st
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _query_namespaces(cfg: StackConfig) -> tuple[str, ...]:
+    """Where the controllers that ask Prometheus run: a canary's analysis, KEDA's queue scaling."""
+    r, auto = cfg.serving.rollout, cfg.serving.autoscaling
+    names = [r.analysis.controller_namespace] if r.strategy == "canary" and r.analysis else []
+    names += [auto.keda_namespace] if auto.enabled and auto.metric == "queue" else []
+    return tuple(sorted(set(names)))
 
 
 class Monitoring(pulumi.ComponentResource):

@@ -102,7 +102,7 @@ def namespace_exists(env: dict[str, str], stack: str) -> bool:
 
 
 def serving_image(env: dict[str, str], stack: str) -> str:
-    dep = kube_json(env, "get", "deployment", "digits", "-n", f"modelstack-{stack}")
+    dep = kube_json(env, "get", "rollout", "digits", "-n", f"modelstack-{stack}")  # Pulumi.local.yaml: a canary
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     return str(container["image"])
 
@@ -161,7 +161,8 @@ def test_3_the_promotion_deploys_the_tested_digest_and_builds_nothing(delivery: 
     # No build ran for B: no image build or model build in its state, no new tag in the registry.
     state = json.loads(delivery.promote.export())["deployment"]["resources"]
     assert not [r for r in state if r["type"] == "docker-build:index:Image"]
-    models = [r for r in state if r["type"] == "pulumi-python:dynamic:Resource"]
+    models = [r for r in state if r["type"] == "pulumi-python:dynamic:Resource"  # not the canary's RolloutStatus
+              and not r["urn"].endswith("::serving-rollout-status")]
     assert models and all("promotedFrom" in r["inputs"] for r in models)
     assert registry_tags(delivery.env["MODELSTACK_REGISTRY"], REPOSITORY) == tags
     # The tested artifact is in B's own store, byte for byte the digest.

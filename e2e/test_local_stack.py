@@ -405,21 +405,35 @@ def test_10_an_api_server_restart_during_a_no_op_up_leaves_a_sound_state(stack: 
         f"{restart.output.strip().splitlines()[-1].removeprefix('local-cluster: ')}; the next preview: no changes")
 
 
-def hpa_replicas(stack: Stack) -> tuple[int, int]:
+def hpa_replicas(stack: Stack, name: str = "digits") -> tuple[int, int]:
     """(current, desired) replicas of the serving HPA, as the controller manager last set them."""
-    status = kube_json(stack.env, "get", "hpa", "digits", "-n", namespace(stack)).get("status", {})
+    status = kube_json(stack.env, "get", "hpa", name, "-n", namespace(stack)).get("status", {})
     return int(status.get("currentReplicas", 0)), int(status.get("desiredReplicas", 0))
 
 
-def wait_for_replicas(stack: Stack, done: Callable[[int], bool], limit_s: float, hpa: bool = False) -> float:
-    """Seconds until the Rollout's ready replicas satisfy `done` (and, with `hpa`, the HPA's count too)."""
+def wait_for_replicas(stack: Stack, done: Callable[[int], bool], limit_s: float, hpa: str | None = None) -> float:
+    """Seconds until the Rollout's ready replicas satisfy `done` (and the HPA named `hpa`'s count too)."""
     start = time.monotonic()
     while True:
         ready = int(rollout(stack)["status"].get("readyReplicas", 0))
-        if done(ready) and (not hpa or done(hpa_replicas(stack)[0])):
+        if done(ready) and (not hpa or done(hpa_replicas(stack, hpa)[0])):
             return time.monotonic() - start
-        assert time.monotonic() - start < limit_s, (ready, hpa_replicas(stack) if hpa else None)
+        assert time.monotonic() - start < limit_s, (ready, hpa_replicas(stack, hpa) if hpa else None)
         time.sleep(1)
+
+
+def scaled_under_load(stack: Stack, tmp_path: Path, hpa: str, connections: int, delay_ms: int) -> str:
+    """From 1 replica, a load through the Service until `hpa` runs at least 2, then 1 again: the figures."""
+    wait_for_replicas(stack, lambda n: n == 1, 180, hpa=hpa)
+    body = tmp_path / "infer.json"
+    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
+    url = f"{service_url(stack)}/v2/models/digits/infer"
+    with Load(url, body, tmp_path, connections=connections, delay_ms=delay_ms) as load:
+        up_s = wait_for_replicas(stack, lambda n: n >= 2, 240, hpa=hpa)
+        peak = hpa_replicas(stack, hpa)[1]
+    result = assert_no_failed_request(load)
+    down_s = wait_for_replicas(stack, lambda n: n == 1, 300, hpa=hpa)
+    return f"1 -> {peak} replicas {up_s:.0f} s into the load ({result.summary()}); back to 1 {down_s:.0f} s after it"
 
 
 def test_11_the_hpa_scales_on_real_cpu_figures_and_back(stack: Stack, tmp_path: Path) -> None:
@@ -428,27 +442,37 @@ def test_11_the_hpa_scales_on_real_cpu_figures_and_back(stack: Stack, tmp_path: 
                        "scaleDownWindowS": "15"}.items():  # --path stores true and numbers typed
         stack.pulumi("config", "set", "--path", f"serving.autoscaling.{key}", value)
     stack.pulumi("up", "--yes", timing="11 up (autoscaling on)", timeout=900)
-    wait_for_replicas(stack, lambda n: n == 1, 180, hpa=True)
-    body = tmp_path / "infer.json"
-    body.write_text(json.dumps(validation_body(stack, stack.outputs()["modelDigest"])))
-    with Load(f"{service_url(stack)}/v2/models/digits/infer", body, tmp_path, connections=4, delay_ms=5) as load:
-        up_s = wait_for_replicas(stack, lambda n: n >= 2, 240, hpa=True)
-        peak = hpa_replicas(stack)[1]
-    assert_no_failed_request(load)
-    assert load.result is not None
-    down_s = wait_for_replicas(stack, lambda n: n == 1, 300, hpa=True)
-    FIGURES["11 autoscaling"] = (f"1 -> {peak} replicas {up_s:.0f} s into the load ({load.result.summary()}); "
-                                f"back to 1 {down_s:.0f} s after it")
+    FIGURES["11 autoscaling"] = scaled_under_load(stack, tmp_path, "digits", connections=4, delay_ms=5)
 
 
-def test_12_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
+def test_12_keda_scales_on_the_requests_in_the_servers_and_back(stack: Stack, tmp_path: Path) -> None:
+    # KEDA reads the requests in the servers (request-seconds per second over a minute: Little's law) from
+    # the stack's Prometheus and asks for a replica per 0.2 of them: the digits model answers in about 70 us,
+    # so eight busy connections keep about half a request in one server. Its HPA (keda-hpa-digits) replaces
+    # the CPU one.
+    # KEDA's admission webhook refuses a ScaledObject while another HPA scales the workload, and Pulumi
+    # deletes the old HPA only after it created the new object: autoscaling off for one update first
+    # (docs/configuration.md).
+    stack.pulumi("config", "set", "--path", "serving.autoscaling.enabled", "false")
+    stack.pulumi("up", "--yes", timing="12 up (autoscaling off)", timeout=900)
+    stack.pulumi("config", "set", "--path", "serving.autoscaling.enabled", "true")
+    stack.pulumi("config", "set", "--path", "serving.autoscaling.metric", "queue")
+    stack.pulumi("config", "set", "--path", "serving.autoscaling.targetQueueDepth", "0.2", "--type", "float")
+    stack.pulumi("up", "--yes", timing="12 up (queue autoscaling: KEDA)", timeout=900)
+    assert kubectl(stack.env, "get", "hpa", "digits", "-n", namespace(stack), check=False).returncode != 0
+    # Eight connections that never wait.
+    FIGURES["12 queue autoscaling (KEDA)"] = scaled_under_load(stack, tmp_path, "keda-hpa-digits", connections=8,
+                                                               delay_ms=0)
+
+
+def test_13_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_path: Path) -> None:
     before = stack.outputs()
     tags = registry_tags(stack.env["MODELSTACK_REGISTRY"], REPOSITORY)
     recipe = tmp_path / "prune90.yaml"
     recipe.write_text(json.dumps(FAILING_RECIPE))
     stack.pulumi("config", "set", "recipe", str(recipe))
     try:
-        up = stack.pulumi("up", "--yes", check=False, timing="12 up (failing gate)", timeout=1800)
+        up = stack.pulumi("up", "--yes", check=False, timing="13 up (failing gate)", timeout=1800)
     finally:
         stack.pulumi("config", "set", "recipe", "int8-static")
     assert up.returncode != 0
@@ -466,7 +490,7 @@ PRIVILEGED_POD = {
 }
 
 
-def test_13_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
+def test_14_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
     ns = kube_json(stack.env, "get", "namespace", namespace(stack))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     manifest = tmp_path / "pod.json"
@@ -509,7 +533,7 @@ def probe(stack: Stack, namespace_: str, url: str, tmp_path: Path) -> str:
     return kubectl(stack.env, "logs", "-n", namespace_, name).output
 
 
-def test_14_the_network_policy_is_enforced_other_namespaces_are_refused(stack: Stack, tmp_path: Path) -> None:
+def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: Stack, tmp_path: Path) -> None:
     """kube-router's network-policy controller (local-cluster/) enforces what the stack renders."""
     url = f"http://digits.{namespace(stack)}.svc.cluster.local:8080/v2/health/ready"
     outsider = f"{namespace(stack)}-outsider"
@@ -529,13 +553,13 @@ def test_14_the_network_policy_is_enforced_other_namespaces_are_refused(stack: S
         targets = http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
     serving = [t for t in targets if t["labels"].get("job") == "digits"]
     assert serving and all(t["health"] == "up" for t in serving), serving
-    FIGURES["14 NetworkPolicy"] = (
+    FIGURES["15 NetworkPolicy"] = (
         f"from {outsider}: {refused.splitlines()[-1]} (after {refused_s:.0f} s, pod start included); "
         f"from {namespace(stack)}: allowed; Prometheus: {len(serving)} serving targets up")
 
 
-def test_15_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.pulumi("destroy", "--yes", timing="15 destroy", timeout=900)
+def test_16_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
+    stack.pulumi("destroy", "--yes", timing="16 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",

@@ -4,8 +4,8 @@
 # kube-scheduler, Debian's docker-registry (seeded with a debootstrap base image through the Docker
 # engine, started if none answers), buildkitd as the buildx builder `modelstack-local`, and the node:
 # containerd + runc, the kubelet, kube-proxy, Debian's CNI plugins on the bridge modelstack0, CoreDNS, metrics-server,
-# the Argo Rollouts controller (canary releases), and kube-router's network-policy controller (NetworkPolicies
-# enforced).
+# the Argo Rollouts controller (canary releases), KEDA (scaling on the servers' queue), and kube-router's
+# network-policy controller (NetworkPolicies enforced).
 # The daemons are declared in local-cluster/daemons.sh; the node's files are in local-cluster/node/.
 #
 #   local-cluster/cluster.sh up       build the tools if needed (tools/build.sh), start everything, wait until ready
@@ -47,6 +47,8 @@ pause_image=$registry/modelstack-system/pause:3.10 coredns_image=$registry/model
 prometheus_image=$registry/modelstack-system/prometheus:3.16.0  # Pulumi.local.yaml names it
 metrics_server_image=$registry/modelstack-system/metrics-server:0.8.0
 argo_rollouts_image=$registry/modelstack-system/argo-rollouts:1.10.1
+keda_image=$registry/modelstack-system/keda:2.21.0 keda_adapter_image=$registry/modelstack-system/keda-adapter:2.21.0
+keda_webhooks_image=$registry/modelstack-system/keda-admission-webhooks:2.21.0
 pki=$state/pki containerd_sock=$state/containerd/containerd.sock cni_bin_dir=/usr/lib/cni
 # What the kubelet sets on the host (and bridged pod traffic needs); restored by `down`.
 sysctls=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
@@ -244,13 +246,14 @@ host_network() {
     $sudo iptables -w -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT -m comment --comment modelstack-local
 }
 
-# system_image NAME REF BINARY FROM USER: an image of one binary (in /usr/local/bin, so the rest of the file
-# system is free for volumes), built by BuildKit and pushed to the registry.
+# system_image NAME REF BINARY FROM USER [DIR]: an image of one binary (in DIR, /usr/local/bin unless the
+# manifest that runs it names another path, so the rest of the file system is free for volumes), built by
+# BuildKit and pushed to the registry.
 system_image() {
-    local dir=$state/images/$1
+    local dir=$state/images/$1 bin=${6:-/usr/local/bin}/$1
     mkdir -p "$dir"
     cp "$3" "$dir/$1"
-    printf '%s\n' "FROM $4" "COPY $1 /usr/local/bin/$1" "USER $5" "ENTRYPOINT [\"/usr/local/bin/$1\"]" >"$dir/Dockerfile"
+    printf '%s\n' "FROM $4" "COPY $1 $bin" "USER $5" "ENTRYPOINT [\"$bin\"]" >"$dir/Dockerfile"
     DOCKER_CONFIG=$state/docker buildx build --builder modelstack-local --quiet --push -t "$2" "$dir" >/dev/null
 }
 
@@ -262,6 +265,11 @@ system_images() {
     system_image prometheus "$prometheus_image" "$(command -v prometheus)" scratch 65534:65534
     system_image metrics-server "$metrics_server_image" "$(command -v metrics-server)" scratch 65534:65534
     system_image rollouts-controller "$argo_rollouts_image" "$(command -v rollouts-controller)" scratch 999:999
+    # KEDA's manifest runs /keda, /keda-adapter and /keda-admission-webhooks, as its own images have them.
+    system_image keda "$keda_image" "$(command -v keda)" scratch 65532:65532 /
+    system_image keda-adapter "$keda_adapter_image" "$(command -v keda-adapter)" scratch 65532:65532 /
+    system_image keda-admission-webhooks "$keda_webhooks_image" "$(command -v keda-admission-webhooks)" scratch \
+        65532:65532 /
 }
 
 write_env() {

@@ -130,8 +130,8 @@ daemon_kube-proxy() {
     command=(kube-proxy --config "$state/node/kube-proxy.yaml")
     ready=(curl -sf "http://127.0.0.1:$kube_proxy_healthz_port/healthz") ready_s=60
 }
-# The add-ons, once Services route: CoreDNS, metrics-server (the HPA's CPU figures, as an aggregated API), and
-# Argo Rollouts as its release installs it (CRDs, RBAC, controller), with the image built here.
+# The add-ons, once Services route: CoreDNS, metrics-server (the HPA's CPU figures, as an aggregated API),
+# Argo Rollouts as its release installs it (CRDs, RBAC, controller), and KEDA, with the images built here.
 after_kube-proxy() {
     kubectl apply -f "$state/node/coredns.yaml" -f "$state/node/metrics-server.yaml" >/dev/null
     sed -e "s|quay.io/argoproj/argo-rollouts:latest|$argo_rollouts_image|" -e 's|imagePullPolicy: Always|imagePullPolicy: IfNotPresent|' \
@@ -141,7 +141,17 @@ after_kube-proxy() {
     kubectl apply --server-side -n argo-rollouts -f "$state/node/argo-rollouts.yaml" >/dev/null
     wait_for kube-proxy 120 kubectl -n kube-system rollout status deployment/coredns --timeout=1s
     wait_for kube-proxy 120 kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=1s
+    # KEDA as its module's kustomize tree renders it (tools/build.sh), with the images built here.
+    sed -e "s|ghcr.io/kedacore/keda:main|$keda_image|" \
+        -e "s|ghcr.io/kedacore/keda-metrics-apiserver:main|$keda_adapter_image|" \
+        -e "s|ghcr.io/kedacore/keda-admission-webhooks:main|$keda_webhooks_image|" \
+        -e 's|imagePullPolicy: Always|imagePullPolicy: IfNotPresent|' \
+        "$(dirname "$(command -v keda)")/keda-install.yaml" >"$state/node/keda.yaml"
+    kubectl apply --server-side -f "$state/node/keda.yaml" >/dev/null
     wait_for kube-proxy 120 kubectl -n argo-rollouts rollout status deployment/argo-rollouts --timeout=1s
+    wait_for kube-proxy 180 kubectl -n keda rollout status deployment/keda-operator --timeout=1s
+    wait_for kube-proxy 180 kubectl wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io \
+        --timeout=1s
 }
 
 # NetworkPolicies enforced: kube-router's network-policy controller alone (iptables and ipsets on the node,

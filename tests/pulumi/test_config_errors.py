@@ -111,6 +111,10 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:serving.rollout.steps.0.weigth", "did you mean 'weight'"]),
     ("float-given-as-a-string", "local", setting("serving.faultErrorRatio", "0.3"),
      ["modelstack:serving.faultErrorRatio", "got '0.3'", "pulumi config set --path KEY 0.3 --type float"]),
+    ("queue-scaling-without-prometheus", "dev",
+     lambda c: (setting("monitoring", {"mode": "none"})(c), setting("serving.autoscaling", {
+         "enabled": True, "maxReplicas": 2, "metric": "queue"})(c)),
+     ["modelstack:serving.autoscaling.metric", "monitoring.mode is 'none'"]),
     ("fault-ratio-above-one", "local", setting("serving.faultErrorRatio", 1.5),
      ["modelstack:serving.faultErrorRatio", "less than or equal to 1"]),
 ]

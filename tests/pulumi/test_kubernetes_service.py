@@ -241,6 +241,8 @@ def test_a_canary_under_an_hpa_leaves_it_the_replica_count(program):
     run = program("local", config=cfg)
     rollout = _workload(run)
     assert "replicas" not in rollout["spec"]
+    # Turning autoscaling off later takes spec.replicas back from the HPA's scale updates: a forced apply.
+    assert rollout["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
     assert _obj(run, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"] == {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "digits"}
 
@@ -274,3 +276,29 @@ def test_a_canarys_analysis_may_query_prometheus_through_its_network_policy(prog
     rolling = copy.deepcopy(stack_config("local"))
     rolling["modelstack:serving"]["rollout"] = {"strategy": "rolling"}
     assert all("namespaceSelector" not in p for p in prometheus_peers(program("local", config=rolling)))
+
+
+def test_queue_autoscaling_is_a_keda_scaledobject_on_the_requests_in_the_servers(program):
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:serving"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3,
+                                                "metric": "queue", "targetQueueDepth": 2, "scaleDownWindowS": 15}
+    run = program("local", config=cfg)
+    assert not _all(run, "HorizontalPodAutoscaler")  # KEDA makes the HPA and owns it
+    scaled = _obj(run, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "digits"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 3)
+    hpa = spec["advanced"]["horizontalPodAutoscalerConfig"]
+    assert hpa["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 15}
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["serverAddress"] == run.outputs["prometheusUrl"]
+    assert trigger["metadata"]["threshold"] == "2"
+    assert trigger["metadata"]["query"] == ('sum(rate(modelstack_request_duration_seconds_sum{'
+                                            'namespace="modelstack-local",model="digits"}[1m]))')
+    (policy,) = [to_manifest(r) for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                 if r.inputs["metadata"]["name"] == "prometheus"]
+    let_in = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+              for p in policy["spec"]["ingress"][0]["from"] if "namespaceSelector" in p}
+    assert let_in == {"argo-rollouts", "keda"}  # the canary's analysis and KEDA both ask Prometheus
