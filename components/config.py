@@ -615,27 +615,20 @@ def _describe(exc: ValidationError, where: str, key: str, model: type[_Section])
             out.append(f"{where}: {full}: missing; it is required")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            out.append(f"{where}: {full}: {msg}; got {err.get('input')!r}{_type_hint(err)}")
+            out.append(f"{where}: {full}: {msg}; got {err.get('input')!r}{_type_hint(err, full)}")
     return out
 
 
-def _type_hint(err: Any) -> str:
-    """`pulumi config set --path` stores '0.3' as a string: say how to store a number."""
-    value, kind = err.get("input"), {"float_type": "float", "int_type": "int", "bool_type": "bool"}.get(err["type"])
-    if kind is None or not isinstance(value, str):
+def _type_hint(err: Any, key: str) -> str:
+    """`pulumi config set --path` types true/false and integers itself but stores '0.3' as a string."""
+    value = err.get("input")
+    if err["type"] != "float_type" or not isinstance(value, str):
         return ""
-    parses = {"float": _parses(float, value), "int": _parses(int, value), "bool": value in ("true", "false")}
-    if not parses[kind]:
-        return ""
-    return f" (a string: set it with `pulumi config set --path KEY {value} --type {kind}`)"
-
-
-def _parses(kind: type, value: str) -> bool:
     try:
-        kind(value)
+        float(value)
     except ValueError:
-        return False
-    return True
+        return ""
+    return f" (a string: set it with `pulumi config set --path {key} {value} --type float`)"
 
 
 def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:

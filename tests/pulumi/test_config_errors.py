@@ -110,7 +110,8 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
     ("typo-in-a-canary-step", "local", setting("serving.rollout.steps", [{"weigth": 50}]),
      ["modelstack:serving.rollout.steps.0.weigth", "did you mean 'weight'"]),
     ("float-given-as-a-string", "local", setting("serving.faultErrorRatio", "0.3"),
-     ["modelstack:serving.faultErrorRatio", "got '0.3'", "pulumi config set --path KEY 0.3 --type float"]),
+     ["modelstack:serving.faultErrorRatio", "got '0.3'",
+      "pulumi config set --path modelstack:serving.faultErrorRatio 0.3 --type float"]),
     ("queue-scaling-without-prometheus", "dev",
      lambda c: (setting("monitoring", {"mode": "none"})(c), setting("serving.autoscaling", {
          "enabled": True, "maxReplicas": 2, "metric": "queue"})(c)),
