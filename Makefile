@@ -23,9 +23,10 @@ PIP_INSTALL_LOCK := -m pip install --quiet --disable-pip-version-check --require
 
 policy-venv: $(POLICY_STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-fixtures.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) $(PIP_INSTALL_LOCK) requirements.txt
+	$(PY) $(PIP_INSTALL_LOCK) requirements-fixtures.txt
 	touch $(STAMP)
 
 # checkov (offline Kubernetes policy checks in the tests) lives in its own venv.

@@ -14,7 +14,7 @@ from components.config import ConfigError, load_stack_config
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, eks_subnet_ids
 from components.model_service import CanaryAnalysis, ModelService, ModelServiceArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.optimized_model import OptimizedModel, OptimizedModelArgs
+from components.optimized_model import FIGURE_KEYS, OptimizedModel, OptimizedModelArgs
 from components.promotion import Promotion, PromotionArgs
 from components.registry import Registry, RegistryArgs
 from components.serving_image import RegistryLogin, ServingImage, ServingImageArgs
@@ -72,9 +72,7 @@ else:
         ),
     )
     image_ref = image.ref
-    figures = {"sizeRatio": model.sizeRatio, "agreement": model.agreement, "accuracyDelta": model.accuracyDelta,
-               "latencyP50Ms": model.latencyP50Ms, "latencyP99Ms": model.latencyP99Ms, "task": model.task,
-               "cosineMean": model.cosineMean, "cosineMin": model.cosineMin, "relativeError": model.relativeError}
+    figures = {key: getattr(model, key) for key in ("sizeRatio", *FIGURE_KEYS, "latencyP50Ms", "latencyP99Ms")}
     model_digest, model_artifact = model.digest, model.artifactUri
 
 subnets = None
@@ -112,7 +110,7 @@ pulumi.export("recipe", cfg.recipe.name)
 pulumi.export("gate", gate)  # what a stack promoting from this one checks the figures against
 pulumi.export("modelDigest", model_digest)
 pulumi.export("modelArtifact", model_artifact)
-for key, value in figures.items():  # sizeRatio, agreement, accuracyDelta, latency, task, cosine, relativeError
+for key, value in figures.items():  # sizeRatio, latency, the task and the gate's figures (FIGURE_KEYS)
     pulumi.export(key, value)
 if monitoring is not None:
     if monitoring.grafana_url is not None:  # the local stack runs no Grafana

@@ -29,6 +29,7 @@ from typing import Any
 from live.rollout import RolloutFailed
 from optimize.errors import OptimizeError
 from optimize.recipe import RecipeError
+from policy.rules import gate_table
 
 from .store import ArtifactStoreError, open_store, sha256_file
 
@@ -124,11 +125,13 @@ def _optional(project_dir: Path, props: dict[str, Any], kind: str) -> Path | Non
 
 
 def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, cache_hit: bool) -> dict[str, Any]:
-    """The resource's outputs. Every fidelity figure is exported, with the task the build judged the model
-    as (report.json's `fidelity.task`): a stack promoting this model judges the figures that task needs
-    (components/release.py, policy/rules/model.py). A report from before builds were task-aware has no
-    task and no cosine or relative error: None, judged as a classifier, as it was built."""
+    """The resource's outputs. Every gate figure of the first output (policy/rules/gate_table.py CHECKS) is
+    exported, with the task the build judged it as (report.json's `fidelity.task`) and the recipe metric's
+    figures (`metrics`): a stack promoting this model judges the figures its gate needs
+    (components/release.py, policy/rules/model.py). A figure the build did not measure is None; a report
+    from before builds were task-aware has no task, and is judged as a classifier, as it was built."""
     accuracy = report.get("accuracy") or {}
+    fidelity = report.get("fidelity") or {}
     latency = report.get("latency_ms") or {}
     optimized_b1 = (latency.get("optimized") or {}).get("b1") or {}
     baseline_b1 = (latency.get("baseline") or {}).get("b1") or {}
@@ -139,12 +142,9 @@ def _outputs(props: dict[str, Any], report: dict[str, Any], uri: str, key: str, 
         "buildKey": key,
         "cacheHit": cache_hit,
         "sizeRatio": report.get("size_ratio"),
-        "accuracyDelta": accuracy.get("delta"),
-        "agreement": accuracy.get("agreement"),
-        "task": (report.get("fidelity") or {}).get("task"),
-        "cosineMean": accuracy.get("cosine_mean"),
-        "cosineMin": accuracy.get("cosine_min"),
-        "relativeError": accuracy.get("relative_error"),
+        **{check.output: accuracy.get(check.figure) for check in gate_table.CHECKS},
+        "task": fidelity.get("task"),
+        gate_table.METRICS_OUTPUT: (fidelity.get("metric") or {}).get("figures"),
         "latencyP50Ms": optimized_b1.get("p50"),
         "latencyP99Ms": optimized_b1.get("p99"),
         "baselineLatencyP50Ms": baseline_b1.get("p50"),

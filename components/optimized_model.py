@@ -24,12 +24,16 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from artifacts.store import sha256_file
+from policy.rules import gate_table
 
 from .config import StackConfig
 from .dynamic_provider import ProjectWorkerProvider, ship_by_value
 
-OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", "accuracyDelta", "agreement", "task",
-               "cosineMean", "cosineMin", "relativeError", "latencyP50Ms", "latencyP99Ms", "baselineLatencyP50Ms")
+# The gate's figures come from its table (policy/rules/gate_table.py): one definition for the build,
+# promotion and the policy pack.
+FIGURE_KEYS = (*(check.output for check in gate_table.CHECKS), "task", gate_table.METRICS_OUTPUT)
+OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", *FIGURE_KEYS, "latencyP50Ms",
+               "latencyP99Ms", "baselineLatencyP50Ms")
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
 
 
@@ -144,6 +148,10 @@ class OptimizedModel(pulumi.dynamic.Resource):
     cosineMean: pulumi.Output[float]
     cosineMin: pulumi.Output[float]
     relativeError: pulumi.Output[float]
+    sequenceExact: pulumi.Output[float]
+    cer: pulumi.Output[float]
+    cerIncrease: pulumi.Output[float]
+    metrics: pulumi.Output[dict[str, float]]  # the recipe metric's figures (gate.metric)
     latencyP50Ms: pulumi.Output[float]
     latencyP99Ms: pulumi.Output[float]
 

@@ -11,27 +11,24 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from optimize.recipe import GateSpec
-from policy.rules.model import GATE_CHECKS, TOP1
+from policy.rules import gate_table
+from policy.rules.gate_table import DEFAULTS as GATE_DEFAULTS
+from policy.rules.gate_table import LEGACY_TASK, TASKS
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # REGISTRY/REPO[:TAG]@sha256:DIGEST, as the ServingImage component exports it.
 PINNED_IMAGE = re.compile(r"^(?P<repository>[^@\s]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?@(?P<digest>sha256:[0-9a-f]{64})$")
 FIGURES = ("sizeRatio", "agreement", "accuracyDelta", "latencyP50Ms", "latencyP99Ms")
-# Exported since builds judge fidelity by task (optimize/fidelity.py). A source built before has none of
-# them: it was gated on agreement and top-1 drop, and is judged as a classifier (LEGACY_TASK) here too.
-TASK_FIGURES = ("cosineMean", "cosineMin", "relativeError")
+# The gate's other figures (policy/rules/gate_table.py), exported since builds judge fidelity by task, and the
+# recipe metric's. A source built before has none of them: it was gated on agreement and top-1 drop, and is
+# judged as a classifier (LEGACY_TASK) here too; one built before a figure existed lacks that figure.
+TASK_FIGURES = (*(c.output for c in gate_table.CHECKS if c.output not in FIGURES), gate_table.METRICS_OUTPUT)
 # accuracyDelta is null without labels (an embedding model never has them), and the engine drops a null
 # output: a source lacking it is a build without labels, not an incomplete stack.
 OPTIONAL_FIGURES = ("accuracyDelta", *TASK_FIGURES)
 REQUIRED = ("modelName", "modelDigest", "modelArtifact", "image", "gate",
             *(key for key in FIGURES if key not in OPTIONAL_FIGURES))
-LEGACY_TASK = "classification"
-# What the gate judges per task, (figure output, gate key, min|max): the policy pack's table, so promotion
-# and the pack judge alike (tests/policy_pack/test_gate_table.py holds it to optimize/fidelity.py `checks`).
-# A gate output written before a threshold existed gets the recipe's default for it.
-GATE_DEFAULTS: dict[str, float] = {k: float(v) for k, v in GateSpec().model_dump().items() if k != "task"}
-TOLERANCE = 1e-12  # float slack, as optimize/fidelity.py judges a build
+# A gate output written before a threshold existed gets the recipe's default for it (GATE_DEFAULTS).
 READ_STACK_OUTPUTS = "pulumi:pulumi:readStackOutputs"  # the engine's builtin behind pulumi.StackReference
 
 
@@ -42,7 +39,7 @@ class SourceRelease:
     model_digest: str
     artifact_uri: str
     image: str  # pinned by digest
-    gate: dict[str, float]  # the source's own gate, every threshold (GATE_DEFAULTS for those it lacks)
+    gate: dict[str, Any]  # the source's own gate: every threshold (GATE_DEFAULTS for those it lacks), metric_thresholds
     figures: dict[str, Any]  # FIGURES, TASK_FIGURES (None where not measured) and `task`
 
     @property
@@ -95,8 +92,8 @@ def parse_release(stack: str, outputs: dict[str, Any]) -> SourceRelease:
         raise ValueError(f"stack '{stack}' output 'gate' has a threshold that is not a number: "
                          f"{', '.join(f'{k}={gate[k]!r}' for k in bad)}")
     task = outputs.get("task")
-    if task is not None and task not in GATE_CHECKS:
-        raise ValueError(f"stack '{stack}' output 'task' is not one of {', '.join(GATE_CHECKS)}: {task!r}")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"stack '{stack}' output 'task' is not one of {', '.join(TASKS)}: {task!r}")
     task = task or LEGACY_TASK
     figures = {**{key: outputs.get(key) for key in (*FIGURES, *TASK_FIGURES)}, "task": task}
     failed = gate_failures(figures, gate)
@@ -105,26 +102,30 @@ def parse_release(stack: str, outputs: dict[str, Any]) -> SourceRelease:
                          "fix the source stack's build before promoting it")
     return SourceRelease(stack=stack, model_name=str(outputs["modelName"]), model_digest=digest,
                          artifact_uri=str(outputs["modelArtifact"]), image=image,
-                         gate={k: float(gate.get(k, default)) for k, default in GATE_DEFAULTS.items()},
+                         gate={**{k: float(gate.get(k, default)) for k, default in GATE_DEFAULTS.items()},
+                               gate_table.METRIC_THRESHOLDS: gate.get(gate_table.METRIC_THRESHOLDS) or {}},
                          figures=figures)
 
 
 def gate_failures(figures: dict[str, Any], gate: dict[str, Any]) -> list[str]:
-    """What of the figures misses the gate for the figures' `task` (as optimize/fidelity.py judges a
-    build; no `task`: a source built before builds were task-aware, judged as a classifier), one phrase
-    each. A gate without a threshold the task needs gets the recipe's default."""
+    """What of the figures misses the gate for the figures' `task` (policy/rules/gate_table.py, as the
+    build judges it; no `task`: a source built before builds were task-aware, judged as a classifier), and
+    the gate's recipe-metric thresholds, one phrase each. A gate without a threshold the task needs gets
+    the recipe's default."""
     out = []
-    for key, gate_key, kind in GATE_CHECKS[figures.get("task") or LEGACY_TASK]:
-        value, threshold = _number(figures.get(key)), gate.get(gate_key, GATE_DEFAULTS[gate_key])
-        if key == TOP1:
-            if value is not None and -value > threshold + TOLERANCE:
-                out.append(f"top-1 drop {-value:.4f} > {gate_key} {threshold}")
-        elif value is None:
-            out.append(f"no measured {key} ({figures.get(key)!r})")
-        elif kind == "min" and value < threshold - TOLERANCE:
-            out.append(f"{key} {value:.4f} < {gate_key} {threshold}")
-        elif kind == "max" and value > threshold + TOLERANCE:
-            out.append(f"{key} {value:.4f} > {gate_key} {threshold}")
+    for check in TASKS[figures.get("task") or LEGACY_TASK]:
+        figure, threshold = _number(figures.get(check.output)), gate.get(check.gate, GATE_DEFAULTS[check.gate])
+        if figure is None:
+            if not check.optional:
+                out.append(f"no measured {check.output} ({figures.get(check.output)!r})")
+            continue
+        value = check.value(figure)
+        if not check.passes(value, threshold):
+            relation = "<" if check.kind == "min" else ">"
+            name = "top-1 drop" if check.negate else check.output
+            out.append(f"{name} {value:.4f} {relation} {check.gate} {threshold}")
+    out += [phrase for _, phrase in gate_table.metric_failures(figures.get(gate_table.METRICS_OUTPUT),
+                                                               gate.get(gate_table.METRIC_THRESHOLDS))]  # fmt: skip
     return out
 
 

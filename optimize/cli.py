@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     acc = report["accuracy"]
     lat = report["latency_ms"]
+    from optimize.fidelity import task_lines
+
+    for line in task_lines(report["fidelity"]):  # how each output was judged, and why
+        print(f"task: {line}", file=sys.stderr)
     print(
         json.dumps(
             {

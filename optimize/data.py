@@ -1,5 +1,6 @@
 """Validation/calibration data: an .npz with the input under `x` (or one array
-per model input name) and optional integer labels under `y`."""
+per model input name) and optional integer labels under `y`: one class per row,
+or a label sequence per row (rank 2, padded with -1) for a ctc output."""
 
 from __future__ import annotations
 
@@ -71,9 +72,10 @@ def load(path: Path, input_names: list[str], role: str, optional: frozenset[str]
         if v.dtype.kind not in "fiub":
             raise OptimizeError(f"{role} data '{path}' array '{k}' has unsupported dtype {v.dtype}")
     if labels is not None:
-        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        if labels.dtype.kind not in "iu" or labels.ndim not in (1, 2):
             raise OptimizeError(
-                f"{role} data '{path}' labels 'y' must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+                f"{role} data '{path}' labels 'y' must be integers, one class per row (rank 1) or a sequence per "
+                f"row padded with -1 (rank 2), got {labels.dtype} {labels.shape}"
             )
         if len(labels) != n:
             raise OptimizeError(f"{role} data '{path}' has {n} inputs but {len(labels)} labels")

@@ -159,7 +159,7 @@ def _export_torchscript(source: Source, args: tuple, spec: ExportSpec, path: Pat
     import torch
 
     names = source.input_names
-    outputs = _output_names(len(output_batch_axes), output_names)
+    outputs = exported_output_names(len(output_batch_axes), output_names)
     axes: dict[str, dict[int, str]] | None = None
     if spec.dynamic_batch:
         axes = {n: {0: "batch"} for n in names}
@@ -186,7 +186,7 @@ def _export_torchscript(source: Source, args: tuple, spec: ExportSpec, path: Pat
         ) from None
 
 
-def _output_names(count: int, given: list[str] | None) -> list[str]:
+def exported_output_names(count: int, given: list[str] | None) -> list[str]:
     if count == 1:
         return ["output"]
     return list(given) if given and len(given) == count else [f"output_{i}" for i in range(count)]
@@ -207,7 +207,7 @@ def _tidy(model: Any, output_names: list[str] | None = None) -> None:
     taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.input}
     if output_names and set(output_names) & (taken - {o.name for o in outs}):
         output_names = None  # a key is already the name of another value in the graph: numbered names
-    for out, new in zip(outs, _output_names(len(outs), output_names), strict=True):
+    for out, new in zip(outs, exported_output_names(len(outs), output_names), strict=True):
         old = out.name
         if old == new:
             continue

@@ -101,10 +101,13 @@ def _build(
         from optimize.runtime import torch_output_names
 
         out_names = torch_output_names(src.runner(), list(example.values()))
+    source_out = None
     if val is not None:
-        from optimize.validate import check_labels
+        from optimize.validate import check_labels, predict
 
         check_labels(probe, val)
+        source_out = predict(baseline_run, val, out_batch_axes)
+        _check_gate(recipe, src, out_names, source_out, val)
 
     pruning = None
     working = src
@@ -121,7 +124,8 @@ def _build(
 
     ctx = _Context(src=src, working=working, example=example, baseline_run=baseline_run,
                    out_batch_axes=out_batch_axes, out_names=out_names, export=recipe.export, val=val, cal=cal,
-                   work=work, threads=threads, say=say, sequence=_sequence_axes(recipe, src, val, cal))  # fmt: skip
+                   work=work, threads=threads, say=say, sequence=_sequence_axes(recipe, src, val, cal),
+                   source_out=source_out)  # fmt: skip
     search_result = None
     if recipe.search is not None:
         from optimize import search
@@ -367,6 +371,28 @@ def _sequence_axes(recipe: Recipe, src: sources.Source, val: datasets.Dataset | 
         raise OptimizeError("export.dynamic_sequence is true, but the data shows no sequence axis: no input is a "
                             "padding mask and validation and calibration have the same lengths")  # fmt: skip
     return found
+
+
+def _check_gate(recipe: Recipe, src: sources.Source, out_names: list[str] | None, source_out: list[np.ndarray],
+                val: datasets.Dataset) -> None:  # fmt: skip
+    """Before any build work: each output's task fits the labels and the recipe (optimize.fidelity), and
+    the recipe's metric imports, runs on the source's outputs and returns the figures its thresholds name."""
+    from optimize import fidelity
+
+    names = _output_names(src, out_names, len(source_out))
+    fidelity.plan_tasks(source_out, names, val.labels, recipe.gate)
+    if recipe.gate.metric:
+        outputs = dict(zip(names, source_out, strict=True))
+        fidelity.metric_figures(recipe.gate, outputs, outputs, val.labels)
+
+
+def _output_names(src: sources.Source, given: list[str] | None, count: int) -> list[str]:
+    """The names the ONNX model's outputs will have (the graph's own for an ONNX source)."""
+    if not src.is_torch:
+        return [o.name for o in src.model.graph.output]
+    from optimize.export import exported_output_names
+
+    return exported_output_names(count, given)
 
 
 def _bound_inputs(src: sources.Source, *sets: datasets.Dataset | None) -> list[str]:

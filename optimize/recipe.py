@@ -9,18 +9,23 @@ imports it on every preview to validate stack config.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from policy.rules.gate_table import DEFAULTS as GATE_DEFAULTS
+
 QuantizeMode = Literal["none", "dynamic_int8", "static_int8", "fp16"]
 GraphLevel = Literal["disabled", "basic", "extended", "all"]
 # The CPU an int8 model is built for (optimize.hardware): "auto" detects the build machine's.
 CpuTarget = Literal["auto", "avx2", "avx512", "avx512-vnni", "avx-vnni", "amx", "arm64"]
 # What the model's output is, which decides how fidelity to the source is measured (optimize.fidelity).
-Task = Literal["auto", "classification", "sequence", "embedding", "regression"]
+Task = Literal["auto", "classification", "sequence", "ctc", "embedding", "regression", "closeness"]
+# A recipe metric's figure names: identifiers, as they become keys of report.json and stack outputs.
+FIGURE_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 class RecipeError(ValueError):
@@ -101,25 +106,83 @@ class QuantizeSpec(_Frozen):
     )
 
 
+class MetricThreshold(_Frozen):
+    """A recipe metric's pass mark for one of its figures: a lower bound, an upper bound, or both."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> MetricThreshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both (e.g. {min: 0.9})")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
 class GateSpec(_Frozen):
     """The accuracy gate: a build that misses it fails and publishes nothing.
 
-    Which thresholds apply depends on the task (optimize.fidelity): classification and sequence use
-    the argmax agreement (and the top-1 drop when labels are given), embedding the cosine similarity,
-    regression the relative error. "auto" infers the task from the data and the output. A model with
-    several outputs is gated on each; `task` may then name one per output ({output_0: classification,
-    output_1: regression}; outputs left out are inferred)."""
+    Which thresholds apply depends on the task (optimize/fidelity.py; the table is
+    policy/rules/gate_table.py): classification uses the argmax agreement (and the top-1 drop when
+    labels are given); sequence the per-step agreement and the share of whole sequences unchanged; ctc
+    the greedy-decoded sequences' character error rate against the source (and against sequence labels
+    when given) and their exact-match share; embedding the cosine similarity; regression the relative
+    error; closeness (an output whose task the data cannot show) the relative error and the worst row's
+    cosine. "auto" infers the task from the data and the output. A model with several outputs is gated on
+    each; `task` may then name one per output ({output_0: classification, output_1: regression}; outputs
+    left out are inferred). `metric` adds the recipe's own figures, with their thresholds."""
 
     task: Task | dict[str, Task] = "auto"
-    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Top-1 drop allowed, as a fraction.")
-    min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="Argmax agreement with the source model.")
-    min_cosine: float = Field(0.99, ge=-1.0, le=1.0, description="Embedding: mean cosine similarity to the source.")
+    max_accuracy_drop: float = Field(GATE_DEFAULTS["max_accuracy_drop"], ge=0.0, le=1.0,
+                                     description="Top-1 drop allowed, as a fraction.")  # fmt: skip
+    min_agreement: float = Field(
+        GATE_DEFAULTS["min_agreement"], ge=0.0, le=1.0,
+        description="Argmax agreement with the source model (per step for a sequence).",
+    )
+    min_sequence_exact: float = Field(
+        GATE_DEFAULTS["min_sequence_exact"], ge=0.0, le=1.0,
+        description="sequence, ctc: the share of whole sequences the optimized model leaves unchanged "
+        "(per-step argmax for sequence, the decoded text for ctc). Reported always; 0 gates nothing.",
+    )  # fmt: skip
+    min_cosine: float = Field(GATE_DEFAULTS["min_cosine"], ge=-1.0, le=1.0,
+                              description="Embedding: mean cosine similarity to the source.")  # fmt: skip
     min_cosine_worst: float = Field(
-        0.95, ge=-1.0, le=1.0, description="Embedding: the lowest cosine similarity of any one row."
+        GATE_DEFAULTS["min_cosine_worst"], ge=-1.0, le=1.0,
+        description="Embedding and closeness: the lowest cosine similarity of any one row.",
     )
     max_relative_error: float = Field(
-        0.05, ge=0.0, description="Regression: ||optimized - source|| / ||source|| over the validation set."
+        GATE_DEFAULTS["max_relative_error"], ge=0.0,
+        description="Regression and closeness: ||optimized - source|| / ||source|| over the validation set.",
     )
+    max_cer: float = Field(
+        GATE_DEFAULTS["max_cer"], ge=0.0,
+        description="ctc: character error rate of the optimized model's decoded sequences against the "
+        "source's (edit distance / source length, over the set).",
+    )
+    max_cer_increase: float = Field(
+        GATE_DEFAULTS["max_cer_increase"], ge=0.0,
+        description="ctc with sequence labels: how much the character error rate against the labels may rise.",
+    )
+    ctc_blank: int = Field(0, ge=0, description="ctc: the blank's index along the class axis (last axis).")
+    metric: str | None = Field(
+        None, pattern=r"^[\w.]+:[\w.]+$",
+        description="module:function of the recipe's own metric: called as function(source, candidate, labels) "
+        "with each model's outputs by name, returning {figure: number}; judged by metric_thresholds.",
+    )
+    metric_thresholds: dict[str, MetricThreshold] = Field(
+        default_factory=dict, description="Per figure the metric returns: {min: x} and/or {max: x}."
+    )
+
+    @model_validator(mode="after")
+    def _metric_has_thresholds(self) -> GateSpec:
+        if self.metric_thresholds and self.metric is None:
+            raise ValueError("metric_thresholds is set but metric is not; name the function (module:function)")
+        bad = [name for name in self.metric_thresholds if not re.match(FIGURE_NAME, name)]
+        if bad:
+            raise ValueError(f"metric_thresholds names {bad} are not figure names (lowercase letters, digits, _)")
+        return self
 
 
 class BenchmarkSpec(_Frozen):

@@ -171,18 +171,25 @@ def _fidelity_lines(report: dict[str, Any]) -> list[str]:
     for out in outputs:
         which = f" of `{out['name']}`" if several else ""
         lines.append(f"- fidelity{which}: {out['task']} ({out['task_reason']})")
-        for check in fid["checks"]:
-            if several and check.get("output") != out["name"]:
-                continue
-            bound = ">=" if check["kind"] == "min" else "<="
-            name = check.get("label") or fidelity.label(check["metric"], acc)
-            lines.append(f"  - {name}: {check['value']:.4f} "
-                         f"(gate {bound} {check['threshold']:g}: {'pass' if check['passed'] else 'FAIL'})")  # fmt: skip
+        own = [c for c in fid["checks"] if c.get("output", out["name"]) == out["name"] or not several]
+        lines += [_check_line(c, acc) for c in own if c.get("output", "") is not None]
+    metric = fid.get("metric")
+    if metric:
+        lines.append(f"- recipe metric `{metric['function']}`: "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in metric["figures"].items()))  # fmt: skip
+        lines += [_check_line(c, acc) for c in fid["checks"] if "output" in c and c["output"] is None]
     if acc.get("baseline") is not None:
         lines.append(f"- top-1: {acc['baseline'] * 100:.2f}% -> {acc['optimized'] * 100:.2f}%")
     if fid.get("note"):
         lines.append(f"  - {fid['note']}")
     return lines
+
+
+def _check_line(check: dict[str, Any], acc: dict[str, Any]) -> str:
+    bound = ">=" if check["kind"] == "min" else "<="
+    name = check.get("label") or fidelity.label(check["metric"], acc)
+    verdict = "pass" if check["passed"] else "FAIL"
+    return f"  - {name}: {check['value']:.4f} (gate {bound} {check['threshold']:g}: {verdict})"
 
 
 def _int8_lines(report: dict[str, Any]) -> list[str]:

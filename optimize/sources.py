@@ -1,8 +1,8 @@
 """Model sources: detect the file format and load it without unpickling objects.
 
 Formats: torch.export programs (.pt2), TorchScript (torch.jit.save), a state_dict
-(torch.load with weights_only=True) plus a `module:factory` that builds the
-architecture, and ONNX. Anything else is refused with a reason.
+(torch.load with weights_only=True, in torch.save's zip format or its legacy one)
+plus a `module:factory` that builds the architecture, and ONNX. Anything else is refused with a reason.
 """
 
 from __future__ import annotations
@@ -47,10 +47,9 @@ def detect_format(path: Path) -> Format:
     with path.open("rb") as fh:
         head = fh.read(2)
     if head[:1] == b"\x80":
-        raise OptimizeError(
-            f"model file '{path}' is a legacy pickle; it is not loaded because unpickling runs arbitrary code "
-            "(save a state_dict with torch.save, a TorchScript file or a torch.export .pt2)"
-        )
+        # A pickle: torch.save's legacy (pre-1.6, non-zip) format among them. Loaded as a state_dict only if
+        # torch's weights-only unpickler takes it (load() says so otherwise); never fully unpickled.
+        return "state_dict"
     if path.suffix.lower() == ".onnx":
         return "onnx"
     raise OptimizeError(
@@ -83,20 +82,25 @@ class Source:
 
 
 def load_factory(spec: str) -> Any:
-    """Resolve 'package.module:callable'."""
+    """Resolve the --factory 'package.module:callable'."""
+    return load_callable(spec, "factory")
+
+
+def load_callable(spec: str, what: str) -> Any:
+    """Resolve 'package.module:callable' (`what` names the setting in errors)."""
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
-        raise OptimizeError(f"factory '{spec}' must look like 'package.module:callable'")
+        raise OptimizeError(f"{what} '{spec}' must look like 'package.module:callable'")
     try:
         obj: Any = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise OptimizeError(f"factory module '{mod_name}' cannot be imported: {exc}") from None
+        raise OptimizeError(f"{what} module '{mod_name}' cannot be imported: {exc}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise OptimizeError(f"factory '{spec}': '{mod_name}' has no attribute '{attr}'")
+            raise OptimizeError(f"{what} '{spec}': '{mod_name}' has no attribute '{attr}'")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise OptimizeError(f"factory '{spec}' is not callable")
+        raise OptimizeError(f"{what} '{spec}' is not callable")
     return obj
 
 
@@ -127,16 +131,26 @@ def load(path: Path, factory: str | None = None) -> Source:
         names = [a.name for a in ts.forward.schema.arguments[1:]]
         return Source(path, fmt, ts, names)
     # state_dict: weights only, architecture from code the user names.
-    if factory is None:
+    if factory is None and zipfile.is_zipfile(path):
         raise OptimizeError(
             f"model file '{path}' is a state_dict; give --factory module:callable that builds the model"
         )
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        if not zipfile.is_zipfile(path):
+            raise OptimizeError(
+                f"model file '{path}' is a legacy pickle that holds more than weights; it is not loaded because "
+                "unpickling runs arbitrary code (save a state_dict with torch.save, a TorchScript file or a "
+                "torch.export .pt2)"
+            ) from None
         raise OptimizeError(f"model file '{path}' cannot be loaded with weights_only=True: {_first(exc)}") from None
     if not isinstance(state, dict):
         raise OptimizeError(f"model file '{path}' holds a {type(state).__name__}, not a state_dict")
+    if factory is None:
+        raise OptimizeError(
+            f"model file '{path}' is a state_dict; give --factory module:callable that builds the model"
+        )
     module = load_factory(factory)()
     if not isinstance(module, torch.nn.Module):
         raise OptimizeError(f"factory '{factory}' returned {type(module).__name__}, not a torch.nn.Module")

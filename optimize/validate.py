@@ -47,14 +47,21 @@ def batch_axes(run: Any, example: dict[str, np.ndarray]) -> list[int]:
 
 
 def check_labels(logits: np.ndarray, data: Dataset) -> None:
-    """Fail fast when the model's (first) output cannot be scored against the labels."""
+    """Fail fast when the model's (first) output cannot be scored against the labels: one class per row
+    needs [batch, classes], a label sequence per row (padded with -1) [batch, steps, classes]."""
     if data.labels is None:
         return
-    top = int(data.labels.max()) if len(data.labels) else -1
-    if logits.ndim != 2 or logits.shape[1] <= top:
+    labels = data.labels
+    real = labels[labels >= 0] if labels.ndim == 2 else labels
+    top = int(real.max()) if real.size else -1
+    want = labels.ndim + 1
+    if logits.ndim != want or logits.shape[-1] <= top:
+        shape = "(batch, classes)" if want == 2 else "(batch, steps, classes)"
         raise OptimizeError(
             f"model output shape {tuple(logits.shape)} does not match the validation labels "
-            f"(expected (batch, classes) with classes > {top}, the largest label in '{data.path}')"
+            f"(expected {shape} with classes > {top}, the largest label in '{data.path}')"
         )
-    if int(data.labels.min()) < 0:
+    if labels.ndim == 1 and int(labels.min()) < 0:
         raise OptimizeError(f"validation labels in '{data.path}' must be >= 0")
+    if labels.ndim == 2 and int(labels.min()) < -1:
+        raise OptimizeError(f"validation label sequences in '{data.path}' must be >= 0, padded with -1")

@@ -29,9 +29,11 @@ class Lock:
     output: str  # the lock it resolves to
     python: str
     platform: str | None = None  # None: a universal lock (markers for every platform)
+    no_deps: bool = False  # only the packages named: for packages whose files are used, not their code
 
     def command(self, uv: str, output: Path) -> list[str]:
         target = ["--universal"] if self.platform is None else ["--python-platform", self.platform]
+        target += ["--no-deps"] if self.no_deps else []
         return [uv, "pip", "compile", "--quiet", "--generate-hashes", "--python-version", self.python, *target,
                 "--exclude-newer", EXCLUDE_NEWER, "--custom-compile-command", "make lock",
                 self.source, "--output-file", str(output)]
@@ -40,6 +42,8 @@ class Lock:
 # Order matters: the serving locks are constrained to the versions in requirements.txt.
 LOCKS = (
     Lock("requirements-dev.in", "requirements.txt", "3.11"),  # .venv: program, pipeline, tests
+    # Published models' weights for the tests (.venv too), without the packages' pins (torch<2.3).
+    Lock("requirements-fixtures.in", "requirements-fixtures.txt", "3.11", no_deps=True),
     Lock("requirements-checkov.in", "requirements-checkov.txt", "3.11"),  # .venv-checkov
     Lock("policy/requirements.in", "policy/requirements.txt", "3.11"),  # policy/.venv: the policy pack
     Lock("serving/requirements.in", "serving/requirements.txt", "3.11", "x86_64-manylinux_2_28"),  # CPU image

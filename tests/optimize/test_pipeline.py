@@ -12,7 +12,7 @@ from optimize.errors import GateFailed, OptimizeError
 from optimize.pipeline import build
 from optimize.recipe import ExportSpec, GateSpec, PruneSpec, QuantizeSpec
 from optimize.report import sha256
-from tests.optimize.conftest import fast_recipe, leftovers
+from tests.optimize.conftest import LOOSE_GATE, fast_recipe, leftovers
 
 FACTORY = "tests.optimize.models:build_mlp"
 
@@ -187,7 +187,9 @@ def test_a_time_major_sequence_model_from_a_training_checkpoint_builds(tmp_path)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((150, models.SEQ_STEPS, models.SEQ_FEATURES)).astype(np.float32)
     np.savez(tmp_path / "validation.npz", x=x)  # more rows than one validation batch (64)
-    report = build(checkpoint, fast_recipe(), tmp_path / "out", tmp_path / "validation.npz",
+    # Per-step logits show no task of their own (not probabilities): a tagger is named one.
+    tagger = fast_recipe(gate=LOOSE_GATE.model_copy(update={"task": "sequence"}))
+    report = build(checkpoint, tagger, tmp_path / "out", tmp_path / "validation.npz",
                    factory="tests.optimize.models:build_time_major_tagger")
     accuracy = report["accuracy"]
     assert accuracy["samples"] == 150 and accuracy["agreement_over"] == "steps"
@@ -235,18 +237,19 @@ def test_each_of_several_outputs_is_named_kept_in_its_layout_and_judged_by_its_o
         (logits, [None, models.CLASSES]), (steps, [models.SEQ_STEPS, None, models.SEQ_CLASSES]), (value, [None, 1]),
     ]  # fmt: skip
     fidelity = report["fidelity"]
+    # Labels make the first output classification; the per-step logits show no task (closeness).
     assert [(o["name"], o["task"]) for o in fidelity["outputs"]] == [
-        (logits, "classification"), (steps, "sequence"), (value, "regression")
+        (logits, "classification"), (steps, "closeness"), (value, "regression")
     ]  # fmt: skip
     by_output = {(c["output"], c["metric"]): c for c in fidelity["checks"]}
     # Labels score the first output only.
-    assert set(by_output) == {(logits, "agreement"), (logits, "top1_drop"), (steps, "agreement"),
-                              (value, "relative_error")}  # fmt: skip
+    assert set(by_output) == {(logits, "agreement"), (logits, "top1_drop"), (steps, "relative_error"),
+                              (steps, "cosine_min"), (value, "relative_error")}  # fmt: skip
     assert all(c["passed"] for c in by_output.values())
     assert 0 < by_output[(value, "relative_error")]["value"] < 0.05
     assert by_output[(logits, "agreement")]["value"] == report["accuracy"]["agreement"]
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert f"fidelity of `{steps}`: sequence" in summary and "per-step argmax agreement" in summary
+    assert f"fidelity of `{steps}`: closeness (inferred: the rank-3 output's steps" in summary
 
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     x = np.load(val)["x"][:3]
@@ -256,7 +259,8 @@ def test_each_of_several_outputs_is_named_kept_in_its_layout_and_judged_by_its_o
 
 def test_a_gate_missed_by_one_of_several_outputs_names_that_output(tmp_path):
     source, factory, val = _three_heads(tmp_path, "state_dict")
-    strict = GateSpec(min_agreement=0.5, max_accuracy_drop=1.0, max_relative_error=1e-6)  # int8 moves `value`
+    strict = GateSpec(min_agreement=0.5, max_accuracy_drop=1.0, max_relative_error=1e-6,
+                      task={"steps": "sequence"})  # int8 moves `value`  # fmt: skip
     with pytest.raises(GateFailed, match=r"accuracy gate failed: value: relative error [0-9.]+ is above "
                                          r"gate.max_relative_error 0.0000 .*nothing was published"):  # fmt: skip
         build(source, fast_recipe(gate=strict), tmp_path / "out", val, factory=factory)
@@ -270,7 +274,7 @@ def test_gate_task_per_output(tmp_path):
     report = build(source, fast_recipe(gate=gate), tmp_path / "out", val, factory=factory)
     tasks = {o["name"]: (o["task"], o["task_reason"]) for o in report["fidelity"]["outputs"]}
     assert tasks["logits"] == ("embedding", "stated in the recipe (gate.task)")
-    assert tasks["steps"][0] == "sequence" and tasks["steps"][1].startswith("inferred")
+    assert tasks["steps"][0] == "closeness" and tasks["steps"][1].startswith("inferred")
     assert {c["metric"] for c in report["fidelity"]["checks"] if c["output"] == "logits"} == {"cosine_mean",
                                                                                             "cosine_min"}  # fmt: skip
 

@@ -68,3 +68,24 @@ def test_prune_amount_without_method_is_rejected():
 def test_recipe_is_frozen():
     with pytest.raises(Exception, match="frozen"):
         PRESETS["int8-dynamic"].name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ({"metric_thresholds": {"iou": {"min": 0.9}}}, r"gate: Value error, metric_thresholds is set but metric is "
+                                                       r"not; name the function \(module:function\)"),
+        ({"metric": "no colon"}, r"gate\.metric: String should match pattern"),
+        ({"metric": "m:f", "metric_thresholds": {"Mean IoU": {"min": 0.9}}}, r"names \['Mean IoU'\] are not figure "
+                                                                             r"names"),
+        ({"metric": "m:f", "metric_thresholds": {"iou": {}}}, r"gate\.metric_thresholds\.iou: Value error, give min, "
+                                                              r"max or both"),
+        ({"metric": "m:f", "metric_thresholds": {"iou": {"min": 0.9, "max": 0.5}}}, r"min 0\.9 is above max 0\.5"),
+        ({"task": "ocr"}, r"gate\.task\.literal\[.*'ctc'.*'closeness'\]"),
+        ({"ctc_blank": -1}, r"gate\.ctc_blank: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_bad_gate_is_one_line_naming_the_field(gate, message):
+    with pytest.raises(RecipeError, match=message) as err:
+        Recipe.from_dict({"gate": gate})
+    assert "\n" not in str(err.value)

@@ -86,7 +86,7 @@ def test_analyze_skips_values_unknown_at_preview(analyzer):
 def test_analyze_blocks_a_promotion_below_the_gate_and_advises_on_one_replica(analyzer):
     (diag,) = analyze(analyzer, "pulumi-python:dynamic:Resource", r.promoted_model(agreement=0.984))
     assert diag.policyName == "model-meets-gate" and diag.enforcementLevel == analyzer_pb2.MANDATORY
-    assert "model agreement 0.9840 is below this stack's gate min_agreement 0.999" in diag.message
+    assert "model argmax agreement 0.9840 is below this stack's gate min_agreement 0.999" in diag.message
     (diag,) = analyze(analyzer, "kubernetes:apps/v1:Deployment", r.deployment(replicas=1.0))
     assert diag.policyName == "serving-replicas-for-availability" and diag.enforcementLevel == analyzer_pb2.ADVISORY
 
@@ -112,7 +112,7 @@ def test_analyze_stack_judges_the_built_model_outputs(analyzer):
     response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources), timeout=30)
     (diag,) = response.diagnostics
     assert diag.policyName == "built-model-meets-gate" and diag.urn == model_urn
-    assert "model agreement 0.9500 is below this stack's gate min_agreement 0.99" in diag.message
+    assert "model argmax agreement 0.9500 is below this stack's gate min_agreement 0.99" in diag.message
 
 
 def test_policy_pack_config_changes_an_enforcement_level(analyzer):

@@ -281,12 +281,12 @@ def test_promoted_model_that_meets_the_gate_passes():
 
 def test_promoted_model_below_the_gate_fails_naming_figure_value_gate_and_source():
     message = one(model_meets_gate(MODEL, r.promoted_model(agreement=0.984)))
-    assert message == ("figures.agreement: model agreement 0.9840 is below this stack's gate min_agreement 0.999 "
-                       "(classification model, promoted from organization/modelstack/dev); promote a model that "
+    assert message == ("figures.agreement: model argmax agreement 0.9840 is below this stack's gate min_agreement "
+                       "0.999 (classification model, promoted from organization/modelstack/dev); promote a model that "
                        "passes, or relax modelstack:recipe's gate")
     message = one(model_meets_gate(MODEL, r.promoted_model(accuracy_delta=-0.02,
                                                            gate={**r.GATE, "min_agreement": 0.9})))
-    assert message.startswith("figures.accuracyDelta: model accuracy drop 0.0200 is above this stack's gate "
+    assert message.startswith("figures.accuracyDelta: model top-1 drop 0.0200 is above this stack's gate "
                               "max_accuracy_drop 0.01 (classification model, promoted from "
                               "organization/modelstack/dev)")
 
@@ -296,9 +296,9 @@ def test_built_model_outputs_are_judged_against_the_recipe_gate():
     assert built_model_meets_gate(MODEL, r.optimized_model()) == []
     found = built_model_meets_gate(MODEL, r.optimized_model(agreement=0.95, accuracy_delta=-0.05))
     assert len(found) == 2
-    assert found[0].startswith("agreement: model agreement 0.9500 is below this stack's gate min_agreement 0.99 "
+    assert found[0].startswith("agreement: model argmax agreement 0.9500 is below this stack's gate min_agreement 0.99 "
                                "(classification model); change modelstack:recipe")
-    assert found[1].startswith("accuracyDelta: model accuracy drop 0.0500 is above")
+    assert found[1].startswith("accuracyDelta: model top-1 drop 0.0500 is above")
 
 
 def test_an_embedding_model_is_judged_by_cosine_not_argmax_agreement():
@@ -332,7 +332,8 @@ def test_a_regression_model_is_judged_by_relative_error():
 def test_a_sequence_model_is_judged_by_agreement_per_step():
     assert model_meets_gate(MODEL, r.promoted_model(task="sequence", cosineMean=0.5)) == []
     assert one(model_meets_gate(MODEL, r.promoted_model(agreement=0.98, task="sequence"))).startswith(
-        "figures.agreement: model agreement 0.9800 is below this stack's gate min_agreement 0.999 (sequence model")
+        "figures.agreement: model argmax agreement 0.9800 is below this stack's gate min_agreement 0.999 "
+        "(sequence model")
 
 
 def test_figures_without_a_task_are_judged_as_before():
@@ -342,9 +343,10 @@ def test_figures_without_a_task_are_judged_as_before():
     assert model_meets_gate(MODEL, old) == []
     old["figures"]["agreement"] = 0.984
     assert one(model_meets_gate(MODEL, old)).startswith(
-        "figures.agreement: model agreement 0.9840 is below this stack's gate min_agreement 0.999 (classification")
+        "figures.agreement: model argmax agreement 0.9840 is below this stack's gate min_agreement 0.999 "
+        "(classification")
     built = {k: v for k, v in r.optimized_model(agreement=0.95).items() if k in r.legacy(r.optimized_model())}
-    assert one(built_model_meets_gate(MODEL, built)).startswith("agreement: model agreement 0.9500 is below")
+    assert one(built_model_meets_gate(MODEL, built)).startswith("agreement: model argmax agreement 0.9500 is below")
 
 
 def test_a_gate_that_states_its_task_judges_by_it():
@@ -376,7 +378,8 @@ def test_a_gate_without_the_new_thresholds_gets_the_recipe_defaults():
 def test_an_unknown_task_is_reported_not_passed():
     message = one(model_meets_gate(MODEL, r.promoted_model(task="ranking")))
     assert message.startswith("figures.task: model task 'ranking' is not one the gate judges (classification, "
-                              "sequence, embedding, regression) (promoted from organization/modelstack/dev);")
+                              "sequence, ctc, embedding, regression, closeness) (promoted from "
+                              "organization/modelstack/dev);")
 
 
 def test_model_figures_not_known_yet_are_skipped():
