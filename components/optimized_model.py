@@ -14,8 +14,11 @@ putting the project directory on sys.path. Torch is imported only there.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,14 +163,53 @@ class OptimizedModel(pulumi.dynamic.Resource):
         super().__init__(OptimizedModelProvider(), name, props, opts)
 
 
+# The pipeline's code: what a build runs, and the gate table it judges by.
+PIPELINE_CODE = ("optimize/*.py", "policy/rules/gate_table.py")
+SYNTAX_CACHE = Path(".cache") / "pipeline-code.json"
+
+
 def tool_versions(project_dir: Path) -> dict[str, str]:
     """Versions that change the artifact, read without importing torch; plus the pipeline's own code."""
     versions = {pkg: _version(pkg) for pkg in TOOL_PACKAGES}
-    code = hashlib.sha256()
-    for path in sorted((project_dir / "optimize").glob("*.py")):
-        code.update(path.name.encode() + b"\0" + path.read_bytes())
-    versions["optimize"] = code.hexdigest()[:16]
+    versions["optimize"] = pipeline_code_digest(project_dir)
     return versions
+
+
+def pipeline_code_digest(project_dir: Path) -> str:
+    """What the pipeline's code does, not how it reads: each module's syntax tree without its docstrings
+    (comments are not in it), so editing a comment or a docstring rebuilds no stack's model. Parsing takes
+    ~0.1 s, so each file's tree digest is kept by the sha256 of its text in the git-ignored .cache/."""
+    cache_path = project_dir / SYNTAX_CACHE
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    code, seen = hashlib.sha256(), {}
+    for path in sorted(p for pattern in PIPELINE_CODE for p in project_dir.glob(pattern)):
+        text = path.read_bytes()
+        key = hashlib.sha256(text).hexdigest()
+        seen[key] = cache.get(key) if isinstance(cache, dict) and key in cache else _syntax_digest(text, path)
+        code.update(path.relative_to(project_dir).as_posix().encode() + b"\0" + seen[key].encode() + b"\0")
+    if seen != cache:
+        try:  # a read-only checkout only loses the shortcut
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(seen, sort_keys=True))
+            partial.replace(cache_path)
+        except OSError:
+            pass
+    return code.hexdigest()[:16]
+
+
+def _syntax_digest(text: bytes, path: Path) -> str:
+    tree = ast.parse(text, filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):  # fmt: skip
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
 def _version(package: str) -> str:

@@ -11,7 +11,14 @@ import pytest
 
 from artifacts.build import _outputs, build_key
 from artifacts.store import LocalStore, sha256_file
-from components.optimized_model import OUTPUT_KEYS, OptimizedModelProvider, tool_versions
+from components.optimized_model import (
+    OUTPUT_KEYS,
+    PIPELINE_CODE,
+    SYNTAX_CACHE,
+    OptimizedModelProvider,
+    pipeline_code_digest,
+    tool_versions,
+)
 from tests.provider.engine_provider import EngineProvider
 from tests.pulumi_harness import ROOT
 
@@ -218,3 +225,33 @@ def test_outputs_carry_the_task_and_every_fidelity_figure():
     # A report from before builds were task-aware (a cache hit on an old artifact): no task, judged as before.
     old = _outputs({}, {"digest": "cd" * 32, "accuracy": {"agreement": 0.998, "delta": -0.002}}, "u", "k", True)
     assert old["task"] is None and old["cosineMean"] is None and old["agreement"] == 0.998
+
+
+def pipeline_copy(root: Path) -> Path:
+    """The pipeline's code (PIPELINE_CODE) copied into a project directory of its own."""
+    for pattern in PIPELINE_CODE:
+        for path in ROOT.glob(pattern):
+            target = root / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    return root
+
+
+def test_the_pipeline_version_follows_its_behaviour_not_its_comments(tmp_path):
+    project = pipeline_copy(tmp_path / "project")
+    before = pipeline_code_digest(project)
+    assert before == pipeline_code_digest(ROOT)
+    fidelity = project / "optimize" / "fidelity.py"
+    text = fidelity.read_text()
+    # A comment, a blank line and a reworded docstring: the same code.
+    fidelity.write_text(text.replace('"""How close', '# reviewed\n\n"""How, exactly, close', 1)
+                        .replace("    \"\"\"Greedy CTC decoding", "    \"\"\"Greedy (best path) CTC decoding", 1))
+    assert fidelity.read_text() != text and pipeline_code_digest(project) == before
+    table = project / "policy" / "rules" / "gate_table.py"
+    table.write_text(table.read_text().replace('"max_cer": 0.01,', '"max_cer": 0.02,', 1))  # a default moves
+    changed = pipeline_code_digest(project)
+    assert changed != before
+    (project / SYNTAX_CACHE).unlink()  # the cache is a shortcut only
+    assert pipeline_code_digest(project) == changed
+    (project / SYNTAX_CACHE).write_text("{not json")
+    assert pipeline_code_digest(project) == changed
