@@ -522,7 +522,7 @@ class Monitoring(pulumi.ComponentResource):
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
                         containers=[k8s.core.v1.ContainerArgs(
-                            name="exporter", image=DCGM_EXPORTER_IMAGE, image_pull_policy="Always",  # tag, not digest
+                            name="exporter", image=DCGM_EXPORTER_IMAGE, image_pull_policy="IfNotPresent",
                             env=[k8s.core.v1.EnvVarArgs(name="DCGM_EXPORTER_KUBERNETES", value="true"),
                                  k8s.core.v1.EnvVarArgs(name="DCGM_EXPORTER_LISTEN", value=f":{DCGM_PORT}")],
                             ports=[k8s.core.v1.ContainerPortArgs(name="metrics", container_port=DCGM_PORT)],

@@ -15,8 +15,12 @@ PROMETHEUS_IMAGE = (
 GRAFANA_TAG = "11.6.0"  # == dashboard.GRAFANA_VERSION (the SDK build the dashboard is made with)
 GRAFANA_DIGEST = "62d2b9d20a19714ebfe48d1bb405086081bc602aa053e28cf6d73c7537640dfb"
 GRAFANA_IMAGE = f"docker.io/grafana/grafana:{GRAFANA_TAG}@sha256:{GRAFANA_DIGEST}"
-# No digest found for this tag offline: pinned by exact tag (DCGM 4.1.3, exporter 4.2.3).
-DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+# The DCGM exporter NVIDIA's GPU Operator v25.3.1 deploys, pinned by the digest its published OLM bundle
+# gives it (github.com/NVIDIA/gpu-operator, bundle/v25.3.1/manifests/gpu-operator-certified.
+# clusterserviceversion.yaml: relatedImages `dcgm-exporter-image` and the operator's DCGM_EXPORTER_IMAGE).
+DCGM_EXPORTER_IMAGE = (
+    "nvcr.io/nvidia/k8s/dcgm-exporter@sha256:6c78381d83e2ccd84e9645d35d8768d98a52b73c75d1bb9395b5f030ce9bd3a4"
+)
 DCGM_PORT = 9400
 
 PROMETHEUS_PORT = 9090

@@ -13,14 +13,6 @@ from tests.pulumi_harness import ProgramRun, Registered, _computed_outputs, run_
 
 STACKS = ("dev", "prod", "local")
 SECRETS = {"grafanaAdminPassword": "not-a-real-password-7f3a"}
-# Findings the program still has, each with the fix that removes it from this list.
-KNOWN_GAPS = {
-    # components/monitoring_config.py pins DCGM_EXPORTER_IMAGE by tag only (no digest was found offline):
-    # `prod` previews block on it until the digest is pinned there.
-    ("prod", "image-pinned-by-digest", "monitoring-dcgm-exporter"),
-}
-
-
 @pytest.fixture(scope="module")
 def runs() -> dict[str, ProgramRun]:
     return {stack: run_program(stack, secrets=SECRETS) for stack in STACKS}
@@ -47,7 +39,7 @@ def findings(run: ProgramRun, level: str) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("stack", STACKS)
 def test_program_passes_every_mandatory_policy(runs, stack):
     run = runs[stack]
-    unexpected = findings(run, MANDATORY) - KNOWN_GAPS
+    unexpected = findings(run, MANDATORY)
     details = [f"{p} {n}: {m}" for (_, p, n) in sorted(unexpected)
                for res in run.resources if res.name == n for m in POLICIES[p][0](res.type, res.inputs)]
     assert not unexpected, "\n".join(details)
