@@ -149,6 +149,9 @@ class GpuSection(_Section):
     min_size: int = Field(0, ge=0, le=1000)
     max_size: int = Field(1, ge=1, le=1000)
     desired_size: int = Field(0, ge=0, le=1000)
+    # karpenter: the EKS AMI release its nodes run (`al2023@vYYYYMMDD`), pinned so that a newly published AMI
+    # does not replace every GPU node (Karpenter treats a changed selector result as drift).
+    ami_alias: str | None = Field(None, pattern=r"^al2023@v\d{8}$")
 
 
 class AutoscalingSection(_Section):
@@ -443,6 +446,10 @@ def _check_combinations(cfg: StackConfig, own: dict[str, str], where: str) -> li
                    f"'{cfg.cluster.provider}'; use cluster.provider 'eks' or gpu.pool 'none'")
     if not cpu_only and not cfg.gpu.instance_types:
         out.append(f"{where}: {p}:gpu.instanceTypes: empty; list GPU instance types such as ['g5.xlarge']")
+    if cfg.gpu.pool == "karpenter" and cfg.gpu.ami_alias is None:
+        out.append(f"{where}: {p}:gpu.amiAlias: required for a karpenter pool; pin an EKS AMI release, e.g. "
+                   "al2023@v20251103 (github.com/awslabs/amazon-eks-ami/releases): al2023@latest replaces every GPU "
+                   "node whenever AWS publishes an AMI")
     if cfg.gpu.pool == "eks-managed" and not cfg.gpu.min_size <= cfg.gpu.desired_size <= cfg.gpu.max_size:
         out.append(f"{where}: {p}:gpu: need minSize <= desiredSize <= maxSize, got {cfg.gpu.min_size} <= "
                    f"{cfg.gpu.desired_size} <= {cfg.gpu.max_size}")

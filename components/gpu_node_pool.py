@@ -24,6 +24,8 @@ from .config import StackConfig
 from .labels import common_labels, selector_labels
 from .scheduling import GPU_NODE_LABEL, GPU_NODE_LABEL_VALUE, GPU_TAINT_KEY, Scheduling, gpu_toleration
 
+# IMDSv2 only, one network hop: pods (one hop further) cannot reach the node role's credentials.
+IMDS_V2_ONE_HOP = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 # v0.17.1 as published on nvcr.io (multi-arch index digest).
 DEVICE_PLUGIN_VERSION = "v0.17.1"
@@ -48,6 +50,8 @@ class GpuNodePoolArgs:
     cluster_name: str | None = None
     instance_types: tuple[str, ...] = ()
     ami_type: str = "AL2023_x86_64_NVIDIA"
+    ami_alias: str | None = None
+    """karpenter: the pinned EKS AMI release (al2023@vYYYYMMDD)."""
     min_size: int = 0
     desired_size: int = 0
     max_size: int = 1
@@ -67,12 +71,16 @@ class GpuNodePoolArgs:
                              f"{self.min_size}, {self.desired_size}, {self.max_size}")
         if self.pool == "eks-managed" and self.subnet_ids is None:
             raise ValueError("GpuNodePoolArgs: eks-managed needs subnet_ids")
+        if self.pool == "karpenter" and not (self.ami_alias or "").startswith("al2023@v"):
+            raise ValueError(f"GpuNodePoolArgs: karpenter needs a pinned ami_alias (al2023@vYYYYMMDD), got "
+                             f"{self.ami_alias!r}")
 
     @classmethod
     def from_config(cls, cfg: StackConfig, subnet_ids: pulumi.Input[Sequence[str]] | None = None) -> GpuNodePoolArgs:
         g = cfg.gpu
         return cls(pool=g.pool, instance=cfg.namespace, cluster_name=cfg.cluster.name,
-                   instance_types=tuple(g.instance_types), ami_type=g.ami_type, min_size=g.min_size,
+                   instance_types=tuple(g.instance_types), ami_type=g.ami_type, ami_alias=g.ami_alias,
+                   min_size=g.min_size,
                    desired_size=g.desired_size, max_size=g.max_size, subnet_ids=subnet_ids)
 
 
@@ -124,6 +132,14 @@ class GpuNodePool(pulumi.ComponentResource):
     def _node_group(self, name: str, args: GpuNodePoolArgs, role: Any, child: pulumi.ResourceOptions) -> None:
         import pulumi_aws as aws
 
+        # Without a launch template EKS leaves IMDS at a hop limit of 2 with IMDSv1 allowed, so any pod could
+        # read the node role's credentials; IMDSv2 with one hop keeps them to the host, as Karpenter's does.
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-launch-template",
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**IMDS_V2_ONE_HOP),
+            update_default_version=True,
+            opts=child,
+        )
         aws.eks.NodeGroup(
             f"{name}-nodegroup",
             cluster_name=args.cluster_name,
@@ -135,6 +151,8 @@ class GpuNodePool(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=template.id,
+                                                                version=template.latest_version.apply(str)),
             labels=self._labels(args),
             taints=[aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value="present", effect="NO_SCHEDULE")],
             # The group's nodes cannot join the cluster until their role can.
@@ -153,11 +171,11 @@ class GpuNodePool(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=class_name, labels=self._meta_labels(args)),
             spec={
                 "role": role.name,
-                # AL2023: Karpenter picks the NVIDIA variant of the AMI for GPU instance types.
-                "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                # AL2023, pinned by release (gpu.amiAlias); Karpenter picks its NVIDIA variant for GPU types.
+                "amiSelectorTerms": [{"alias": args.ami_alias}],
                 "subnetSelectorTerms": discovery,
                 "securityGroupSelectorTerms": discovery,
-                "metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": 1},
+                "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
             },
             opts=child,
         )

@@ -4,7 +4,7 @@ No pulumi_policy here, so the tests (main .venv) import them as they are; policy
 adapts each to a pulumi_policy policy.
 """
 
-from .aws import ecr_immutable_scan_on_push
+from .aws import ecr_immutable_scan_on_push, node_ami_pinned, nodes_imds_v2_one_hop
 from .kubernetes import (
     hpa_min_not_above_max,
     image_pinned_by_digest,
@@ -22,6 +22,8 @@ __all__ = [
     "image_pinned_by_digest",
     "model_meets_gate",
     "no_secrets_in_plain_config",
+    "node_ami_pinned",
+    "nodes_imds_v2_one_hop",
     "pod_security_restricted",
     "requests_and_limits",
     "serving_replicas_for_availability",

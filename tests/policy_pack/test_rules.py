@@ -13,10 +13,13 @@ from policy.rules import (
     image_pinned_by_digest,
     model_meets_gate,
     no_secrets_in_plain_config,
+    node_ami_pinned,
+    nodes_imds_v2_one_hop,
     pod_security_restricted,
     requests_and_limits,
     serving_replicas_for_availability,
 )
+from policy.rules.aws import EC2_NODE_CLASS, LAUNCH_TEMPLATE, NODE_GROUP
 from policy.rules.props import UNKNOWN_SENTINELS
 from tests.policy_pack import resources as r
 
@@ -476,3 +479,36 @@ def test_a_rollouts_pod_template_is_judged_as_a_deployments():
     del r.first_container(unbounded)["resources"]["limits"]
     assert requests_and_limits(ROLLOUT, unbounded)
     assert "spec.replicas is 1" in one(serving_replicas_for_availability(ROLLOUT, r.rollout(replicas=1.0)))
+
+
+# --- nodes-imds-v2-one-hop, node-ami-pinned ----------------------------------------------------
+
+def node_class(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": "gpu"},
+            "spec": {"role": "node", "amiSelectorTerms": [{"alias": "al2023@v20251103"}],
+                     "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required",
+                                         "httpPutResponseHopLimit": 1.0}, **spec}}
+
+
+def test_nodes_answer_imds_with_v2_tokens_and_one_hop_only():
+    good = {"metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1.0}}
+    assert nodes_imds_v2_one_hop(LAUNCH_TEMPLATE, good) == []
+    assert nodes_imds_v2_one_hop(EC2_NODE_CLASS, node_class()) == []
+    open_ = {"metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 2.0}}
+    assert [m.split(" ")[0] for m in nodes_imds_v2_one_hop(LAUNCH_TEMPLATE, open_)] == [
+        "metadataOptions.httpTokens", "metadataOptions.httpPutResponseHopLimit"]
+    assert len(nodes_imds_v2_one_hop(LAUNCH_TEMPLATE, {})) == 2  # unset: EC2's defaults allow IMDSv1
+    assert nodes_imds_v2_one_hop(LAUNCH_TEMPLATE, {"metadataOptions": {"httpEndpoint": "disabled"}}) == []
+    assert nodes_imds_v2_one_hop(LAUNCH_TEMPLATE, {"metadataOptions": r.UNKNOWN}) == []
+    assert one(nodes_imds_v2_one_hop(NODE_GROUP, {"clusterName": "c"})).startswith("no launchTemplate: EKS")
+    assert nodes_imds_v2_one_hop(NODE_GROUP, {"launchTemplate": {"id": r.UNKNOWN, "version": r.UNKNOWN}}) == []
+    hops = node_class(metadataOptions={"httpTokens": "required", "httpPutResponseHopLimit": 2.0})
+    assert one(nodes_imds_v2_one_hop(EC2_NODE_CLASS, hops)).startswith("metadataOptions.httpPutResponseHopLimit is 2")
+
+
+def test_karpenter_follows_a_pinned_ami_release_not_latest():
+    assert node_ami_pinned(EC2_NODE_CLASS, node_class()) == []
+    latest = node_class(amiSelectorTerms=[{"alias": "al2023@latest"}])
+    assert one(node_ami_pinned(EC2_NODE_CLASS, latest)).startswith("amiSelectorTerms alias al2023@latest follows")
+    assert node_ami_pinned(EC2_NODE_CLASS, node_class(amiSelectorTerms=r.UNKNOWN)) == []
+    assert node_ami_pinned(LAUNCH_TEMPLATE, latest) == []

@@ -28,7 +28,8 @@ def _external(stack: str) -> dict:
 
 def _karpenter() -> dict:
     cfg = copy.deepcopy(stack_config("prod"))
-    cfg["modelstack:gpu"] = {"pool": "karpenter", "instanceTypes": ["g5.xlarge", "g6.2xlarge"], "maxSize": 6}
+    cfg["modelstack:gpu"] = {"pool": "karpenter", "instanceTypes": ["g5.xlarge", "g6.2xlarge"], "maxSize": 6,
+                             "amiAlias": "al2023@v20251103"}
     return cfg
 
 
@@ -131,6 +132,12 @@ def test_eks_managed_pool_has_gpu_nodes_with_taint_labels_and_role(program):
     node_group = run.one("aws:eks/nodeGroup:NodeGroup")
     attachments = {r.urn for r in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
     assert attachments <= set(node_group.dependencies)
+    # Pods cannot reach the node role through IMDS: v2 only, one hop (the node's own).
+    template = run.one("aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.inputs["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                                  "httpPutResponseHopLimit": 1}
+    assert group["launchTemplate"]["id"].startswith(template.name)  # the mocks' id: NAME-id
+    assert "imageId" not in template.inputs and "instanceType" not in template.inputs  # the group's own
 
 
 @pytest.mark.parametrize("stack", ["prod", "karpenter"])
@@ -162,6 +169,8 @@ def test_karpenter_pool_is_limited_to_gpu_families_with_the_same_taint(program):
     assert template["spec"]["taints"] == [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]
     assert template["metadata"]["labels"] == {"modelstack.dev/accelerator": "nvidia"}
     assert node_class["spec"]["role"] == run.one("aws:iam/role:Role").name
+    assert node_class["spec"]["amiSelectorTerms"] == [{"alias": "al2023@v20251103"}]  # pinned, not @latest
+    assert node_class["spec"]["metadataOptions"]["httpPutResponseHopLimit"] == 1
     pod = next(r.inputs for r in run.of_type("kubernetes:apps/v1:Deployment"))["spec"]["template"]["spec"]
     assert pod["nodeSelector"].items() <= template["metadata"]["labels"].items()
 
@@ -203,7 +212,8 @@ def test_runtime_class_only_where_the_gpu_runtime_is_not_the_default():
 
     pulumi.runtime.set_mocks(Mocks(), project="modelstack", stack="t", preview=False)
     pool = GpuNodePool("gpu", GpuNodePoolArgs(pool="karpenter", instance="modelstack-t", cluster_name="c",
-                                              instance_types=("g5.xlarge",), runtime_class_handler="nvidia"))
+                                              instance_types=("g5.xlarge",), ami_alias="al2023@v20251103",
+                                              runtime_class_handler="nvidia"))
     _sync_await(wait_for_rpcs())
     (runtime_class,) = [i for t, i in created if t == "kubernetes:node.k8s.io/v1:RuntimeClass"]
     assert runtime_class["handler"] == "nvidia"
