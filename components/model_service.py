@@ -510,7 +510,8 @@ class ModelService(pulumi.ComponentResource):
 
     def _network_policy(self, name: str, args: ModelServiceArgs, metadata: k8s.meta.v1.ObjectMetaArgs,
                         select: dict[str, str], child: pulumi.ResourceOptions) -> None:
-        """Ingress only to the serving port; metrics (same port) from the monitoring namespace."""
+        """Ingress only to the serving port; metrics (same port) from the monitoring namespace. Egress only to
+        the cluster DNS: the model is in the image, so a server that reaches out anywhere else is not ours."""
         port = [k8s.networking.v1.NetworkPolicyPortArgs(port=args.port, protocol="TCP")]
         callers = sorted({args.namespace, *args.allowed_ingress_namespaces})
         rules = [k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=port, from_=_from_namespaces(callers))]
@@ -522,11 +523,23 @@ class ModelService(pulumi.ComponentResource):
             metadata=metadata,
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select),
-                policy_types=["Ingress"],
+                policy_types=["Ingress", "Egress"],
                 ingress=rules,
+                egress=[DNS_EGRESS],
             ),
             opts=child,
         )
+
+
+# The cluster DNS (CoreDNS as kube-dns in kube-system, on EKS, kind and the embedded cluster alike), by its
+# pods' named ports: the embedded cluster's CoreDNS listens on 1053 behind the Service's 53.
+DNS_EGRESS = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+    to=[k8s.networking.v1.NetworkPolicyPeerArgs(
+        namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "kube-system"}),
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}))],
+    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port="dns", protocol="UDP"),
+           k8s.networking.v1.NetworkPolicyPortArgs(port="dns-tcp", protocol="TCP")],
+)
 
 
 def _from_namespaces(names: Sequence[str]) -> list[k8s.networking.v1.NetworkPolicyPeerArgs]:

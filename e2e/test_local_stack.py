@@ -548,6 +548,11 @@ def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: S
     # The outsider reached CoreDNS (a pod without a policy), and then not the server.
     assert "resolved 10.96." in refused and "\nrefused" in refused, refused
     assert "\nallowed" in allowed, allowed
+    # Out of a serving pod: the cluster DNS answers, nothing else does (its egress is DNS only), not even
+    # the serving Service that the probe pod beside it just reached.
+    server = pods(stack.env, namespace(stack), "digits")[0]["metadata"]["name"]
+    egress = kubectl(stack.env, "exec", "-n", namespace(stack), server, "--", "python", "-c", PROBE, url).output
+    assert "resolved 10.96." in egress and "\nrefused" in egress, egress
     # The stack's Prometheus (same namespace) still scrapes every serving pod through the policy.
     with port_forward(stack.env, namespace(stack), "service/prometheus", 9090) as base:
         targets = http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
@@ -555,7 +560,8 @@ def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: S
     assert serving and all(t["health"] == "up" for t in serving), serving
     FIGURES["15 NetworkPolicy"] = (
         f"from {outsider}: {refused.splitlines()[-1]} (after {refused_s:.0f} s, pod start included); "
-        f"from {namespace(stack)}: allowed; Prometheus: {len(serving)} serving targets up")
+        f"from {namespace(stack)}: allowed; out of a serving pod: {egress.splitlines()[-1]}; Prometheus: "
+        f"{len(serving)} serving targets up")
 
 
 def test_16_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:

@@ -128,7 +128,12 @@ def test_prod_has_hpa_pdb_and_network_policy_for_the_deployment(program):
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == cfg["autoscaling"]["targetCpuUtilization"]
     assert _obj(run, "PodDisruptionBudget")["spec"]["minAvailable"] == cfg["pdb"]["minAvailable"]
     policy = _obj(run, "NetworkPolicy")["spec"]
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    # Out: the cluster DNS only (by its named ports, whatever port CoreDNS listens on).
+    (dns,) = policy["egress"]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert dns["ports"] == [{"port": "dns", "protocol": "UDP"}, {"port": "dns-tcp", "protocol": "TCP"}]
     allowed = [{p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["from"]}
                for rule in policy["ingress"]]
     assert allowed == [{"api-gateway", "modelstack-prod"}, {"monitoring"}]
