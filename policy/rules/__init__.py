@@ -11,6 +11,7 @@ from .kubernetes import (
     no_secrets_in_plain_config,
     pod_security_restricted,
     requests_and_limits,
+    serving_egress_restricted,
     serving_replicas_for_availability,
 )
 from .model import built_model_meets_gate, model_meets_gate
@@ -26,5 +27,6 @@ __all__ = [
     "nodes_imds_v2_one_hop",
     "pod_security_restricted",
     "requests_and_limits",
+    "serving_egress_restricted",
     "serving_replicas_for_availability",
 ]

@@ -131,3 +131,15 @@ def serving_replicas_for_availability(type_token: str, props: dict[str, Any]) ->
         if floor is not None and floor < 2:
             return [f"spec.minReplicas is {floor:g}: {why}; set modelstack:serving.autoscaling.minReplicas >= 2"]
     return []
+
+
+def serving_egress_restricted(type_token: str, props: dict[str, Any]) -> list[str]:
+    """The serving pods' NetworkPolicy restricts what they reach, not only who reaches them: a model server
+    needs the cluster DNS at most, so one that can open connections anywhere is one exfiltration away."""
+    if kind(type_token) != "NetworkPolicy" or not is_ours(props) or label(props, COMPONENT_LABEL) != SERVING_COMPONENT:
+        return []
+    types = get(props, "spec", "policyTypes")
+    if is_unknown(types) or (isinstance(types, list) and "Egress" in types):
+        return []
+    return [f"spec.policyTypes is {types or 'unset (Ingress)'}: add Egress with the rules the pods need (the "
+            "cluster DNS), so the serving pods reach nothing else"]

@@ -17,6 +17,7 @@ from policy.rules import (
     nodes_imds_v2_one_hop,
     pod_security_restricted,
     requests_and_limits,
+    serving_egress_restricted,
     serving_replicas_for_availability,
 )
 from policy.rules.aws import EC2_NODE_CLASS, LAUNCH_TEMPLATE, NODE_GROUP
@@ -512,3 +513,25 @@ def test_karpenter_follows_a_pinned_ami_release_not_latest():
     assert one(node_ami_pinned(EC2_NODE_CLASS, latest)).startswith("amiSelectorTerms alias al2023@latest follows")
     assert node_ami_pinned(EC2_NODE_CLASS, node_class(amiSelectorTerms=r.UNKNOWN)) == []
     assert node_ami_pinned(LAUNCH_TEMPLATE, latest) == []
+
+
+# --- serving-egress-restricted -------------------------------------------------------------------
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def network_policy(component: str = "inference", types: Any = ("Ingress", "Egress")) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/part-of": "modelstack", "app.kubernetes.io/component": component}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "digits", "labels": labels},
+            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "digits"}},
+                     "policyTypes": list(types) if isinstance(types, tuple) else types}}
+
+
+def test_the_serving_network_policy_restricts_egress_too():
+    assert serving_egress_restricted(NETWORK_POLICY, network_policy()) == []
+    assert one(serving_egress_restricted(NETWORK_POLICY, network_policy(types=("Ingress",)))).startswith(
+        "spec.policyTypes is ['Ingress']: add Egress")
+    assert serving_egress_restricted(NETWORK_POLICY, network_policy(types=r.UNKNOWN)) == []
+    # Other components' policies (Prometheus, Grafana) and third-party ones are not judged here.
+    assert serving_egress_restricted(NETWORK_POLICY, network_policy("monitoring", ("Ingress",))) == []
