@@ -515,13 +515,24 @@ except OSError as e:
 """
 
 
-def probe(stack: Stack, namespace_: str, url: str, tmp_path: Path) -> str:
+# The same for a bare TCP connection to port 443 of a host name.
+CONNECT = """import socket, sys
+print("resolved", socket.gethostbyname(sys.argv[1]))
+try:
+    socket.create_connection((sys.argv[1], 443), timeout=3).close()
+    print("allowed")
+except OSError as e:
+    print("refused", type(e).__name__)
+"""
+
+
+def probe(stack: Stack, namespace_: str, url: str, tmp_path: Path, script: str = PROBE) -> str:
     """What a pod in `namespace_` (the serving image, restricted) gets from `url`: its log."""
     name = f"netpol-probe-{int(time.monotonic() * 1000) % 100000}"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace_}, "spec": {
         "restartPolicy": "Never", "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "probe", "image": stack.outputs()["image"], "command": ["python", "-c", PROBE, url],
+        "containers": [{"name": "probe", "image": stack.outputs()["image"], "command": ["python", "-c", script, url],
                         "resources": {"limits": {"cpu": "100m", "memory": "128Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                             "readOnlyRootFilesystem": True}}]}}
@@ -548,11 +559,13 @@ def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: S
     # The outsider reached CoreDNS (a pod without a policy), and then not the server.
     assert "resolved 10.96." in refused and "\nrefused" in refused, refused
     assert "\nallowed" in allowed, allowed
-    # Out of a serving pod: the cluster DNS answers, nothing else does (its egress is DNS only), not even
-    # the serving Service that the probe pod beside it just reached.
+    # Out of a serving pod: the cluster DNS answers, nothing else does (its egress is DNS only), not even the
+    # API server, which a pod without a policy beside it reaches.
+    api = "kubernetes.default.svc.cluster.local"
     server = pods(stack.env, namespace(stack), "digits")[0]["metadata"]["name"]
-    egress = kubectl(stack.env, "exec", "-n", namespace(stack), server, "--", "python", "-c", PROBE, url).output
+    egress = kubectl(stack.env, "exec", "-n", namespace(stack), server, "--", "python", "-c", CONNECT, api).output
     assert "resolved 10.96." in egress and "\nrefused" in egress, egress
+    assert "\nallowed" in probe(stack, namespace(stack), api, tmp_path, CONNECT)
     # The stack's Prometheus (same namespace) still scrapes every serving pod through the policy.
     with port_forward(stack.env, namespace(stack), "service/prometheus", 9090) as base:
         targets = http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
