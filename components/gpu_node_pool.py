@@ -24,8 +24,6 @@ from .config import StackConfig
 from .labels import common_labels, selector_labels
 from .scheduling import GPU_NODE_LABEL, GPU_NODE_LABEL_VALUE, GPU_TAINT_KEY, Scheduling, gpu_toleration
 
-# IMDSv2 only, one network hop: pods (one hop further) cannot reach the node role's credentials.
-IMDS_V2_ONE_HOP = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 # v0.17.1 as published on nvcr.io (multi-arch index digest).
 DEVICE_PLUGIN_VERSION = "v0.17.1"
@@ -136,7 +134,8 @@ class GpuNodePool(pulumi.ComponentResource):
         # read the node role's credentials; IMDSv2 with one hop keeps them to the host, as Karpenter's does.
         template = aws.ec2.LaunchTemplate(
             f"{name}-launch-template",
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**IMDS_V2_ONE_HOP),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
             update_default_version=True,
             opts=child,
         )

@@ -188,7 +188,8 @@ def pipeline_code_digest(project_dir: Path) -> str:
     for path in sorted(p for pattern in PIPELINE_CODE for p in project_dir.glob(pattern)):
         text = path.read_bytes()
         key = hashlib.sha256(text).hexdigest()
-        seen[key] = cache.get(key) if isinstance(cache, dict) and key in cache else _syntax_digest(text, path)
+        cached = cache.get(key) if isinstance(cache, dict) else None
+        seen[key] = cached if isinstance(cached, str) else _syntax_digest(text, path)
         code.update(path.relative_to(project_dir).as_posix().encode() + b"\0" + seen[key].encode() + b"\0")
     if seen != cache:
         try:  # a read-only checkout only loses the shortcut

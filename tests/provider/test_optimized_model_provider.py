@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -254,4 +255,7 @@ def test_the_pipeline_version_follows_its_behaviour_not_its_comments(tmp_path):
     (project / SYNTAX_CACHE).unlink()  # the cache is a shortcut only
     assert pipeline_code_digest(project) == changed
     (project / SYNTAX_CACHE).write_text("{not json")
+    assert pipeline_code_digest(project) == changed
+    cached = json.loads((project / SYNTAX_CACHE).read_text())
+    (project / SYNTAX_CACHE).write_text(json.dumps(dict.fromkeys(cached)))  # entries that are not digests
     assert pipeline_code_digest(project) == changed
