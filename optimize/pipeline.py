@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -166,7 +165,7 @@ def _build(
     source_size = model.stat().st_size
     opt_size = final.stat().st_size
     sig = reporting.signature(final)
-    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    self_rss = reporting.peak_rss_bytes()
     report: dict[str, Any] = {
         "name": reporting.dns_label(name or model.stem),
         "digest": reporting.sha256(final),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import re
+import resource
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +62,18 @@ def signature(path: Path) -> dict[str, list[dict[str, Any]]]:
         return out
 
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss does not
+    (a child keeps the peak of the parent it was forked from, e.g. a large test runner)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def versions() -> dict[str, str]:

@@ -108,3 +108,20 @@ def test_a_library_failure_is_one_line_naming_the_stage_and_the_op(tmp_path):
     assert line.startswith("error: load stage failed: ") and "com.acme:Scramble" in line, line
     assert "[ONNXRuntimeError]" not in line and ".cc:" not in line and "Traceback" not in proc.stderr
     assert leftovers(tmp_path, "out") == []
+
+
+def test_peak_memory_is_the_build_process_own_not_its_parents():
+    # The parent touches 600 MiB, then starts the child (as a test runner or the provider starts a
+    # build): Linux keeps ru_maxrss across exec, so it would carry the parent's peak into the report.
+    script = (
+        "import subprocess, sys\n"
+        "ballast = bytearray(600 * 2**20)\n"
+        "child = 'from optimize import report; print(report.peak_rss_bytes())'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True,"
+        " check=True).stdout)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=120, check=True)  # fmt: skip
+    child_peak = int(proc.stdout.strip())
+    assert 0 < child_peak < 400 * 2**20

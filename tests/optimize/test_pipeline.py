@@ -31,8 +31,7 @@ def _check_artifact(out, report, source):
             lat = report["latency_ms"][engine][b]
             assert 0 < lat["p50"] <= lat["p99"]
     assert set(report["versions"]) >= {"torch", "onnx", "onnxruntime", "python", "modelstack"}
-    # The test runner's own peak (ru_maxrss is the process's lifetime maximum): bounded in a fresh process
-    # by tests/optimize/test_cli.py.
+    # The test runner's own peak when built in-process: bounded in a process of its own by test_cli.py.
     assert report["peak_rss_bytes"] > 0
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")))
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
