@@ -6,7 +6,10 @@
 # - a passphrase secrets provider; the passphrase comes from
 #   PULUMI_CONFIG_PASSPHRASE(_FILE), or for dev-like stacks from a generated,
 #   git-ignored file .modelstack/passphrase;
-# - the stack is selected, or created on first use;
+# - the stack is selected, or created on first use (a stack without a Pulumi.STACK.yaml starts from
+#   dev's and pushes to dev's registry);
+# - its config is a git-ignored working copy (.modelstack/Pulumi.STACK.yaml, scripts/stack_config.py):
+#   salts, secrets and local overrides never touch the tracked files;
 # - dev-like stacks that run Grafana get a generated admin password on first use;
 # - preview and up run the policy pack (policy/): a mandatory violation stops them.
 set -euo pipefail
@@ -31,37 +34,29 @@ if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}" && -z "${PULUMI_CONFIG_PASSPHRASE_FILE:
   export PULUMI_CONFIG_PASSPHRASE_FILE=$PWD/.modelstack/passphrase
 fi
 
-# The local stack is this machine's own (its own passphrase): its encryption salt goes into a copy of
-# Pulumi.local.yaml under .modelstack/, which every command reads, and the tracked file stays as it is.
-config_file=()
-if [[ "$stack" == local ]]; then
-  work=.modelstack/Pulumi.local.yaml
-  config_file=(--config-file "$work")
-fi
-salt_line() { grep -m1 '^encryptionsalt:' "$1" 2>/dev/null || true; }
+# Every command reads the stack's working copy (.modelstack/Pulumi.STACK.yaml, scripts/stack_config.py):
+# the tracked file merged with this machine's salt, secrets and overrides, so the tracked file stays
+# as it is. A fresh clone's copy has no salt yet: the stack's state has it.
+export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
+work=$(.venv/bin/python scripts/stack_config.py "$stack")
+config_file=(--config-file "$work")
 
 if ! pulumi stack select "$stack" 2>/dev/null; then
-  if [[ "$stack" == local ]]; then
-    tracked=$(mktemp) && cp Pulumi.local.yaml "$tracked"
-    pulumi stack init "$stack" --secrets-provider passphrase
-    salt_line Pulumi.local.yaml >"$work.salt"
-    cp "$tracked" Pulumi.local.yaml && rm -f "$tracked"
-  elif [[ -f "Pulumi.$stack.yaml" ]]; then  # dev, prod: a stack file of its own
-    pulumi stack init "$stack" --secrets-provider passphrase
-  else
-    # A short-lived stack: dev's config, its own namespace, and dev's registry (one per cluster).
-    pulumi stack init "$stack" --secrets-provider passphrase --copy-config-from dev
-    pulumi config set --stack "$stack" --path registry.manage false
-  fi
-fi
-
-if [[ "$stack" == local ]]; then  # the tracked file as it is now, with this machine's salt
-  { cat Pulumi.local.yaml; cat "$work.salt" 2>/dev/null || true; } >"$work.tmp" && mv "$work.tmp" "$work"
+  # `stack init` writes the new salt into Pulumi.STACK.yaml: it goes into the working copy, and that file
+  # is put back as it was (or removed, for a stack without one).
+  project_file=Pulumi.$stack.yaml saved=$(mktemp) created=$(mktemp) existed=false
+  if [[ -f $project_file ]]; then cp "$project_file" "$saved" && existed=true; fi
+  restore() { if $existed; then cp "$saved" "$project_file"; else rm -f "$project_file"; fi; rm -f "$saved"; }
+  pulumi stack init "$stack" --secrets-provider passphrase || { restore; exit 1; }
+  cp "$project_file" "$created" && restore
+  .venv/bin/python scripts/stack_config.py "$stack" --init-from "$created" >/dev/null
+  rm -f "$created"
 fi
 
 if [[ "$stack" != prod ]] && .venv/bin/python scripts/preflight.py --runs-grafana "$stack" &&
-   ! pulumi config get grafanaAdminPassword >/dev/null 2>&1; then
-  .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))' | pulumi config set --secret grafanaAdminPassword
+   ! pulumi config get grafanaAdminPassword --stack "$stack" "${config_file[@]}" >/dev/null 2>&1; then
+  .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))' \
+    | pulumi config set --secret grafanaAdminPassword --stack "$stack" "${config_file[@]}"
 fi
 
 policy=()
@@ -69,4 +64,6 @@ if [[ "$command" == preview || "$command" == up || "$command" == update ]]; then
   policy=(--policy-pack policy/analyzer)
 fi
 [[ "$command" =~ ^(up|update|preview|destroy|refresh|config)$ ]] || config_file=()
+# `stack rm` would delete the tracked Pulumi.STACK.yaml; the working copy's salt is replaced on the next init.
+[[ "$command" == stack && "${1:-}" == rm ]] && set -- "$@" --preserve-config
 exec pulumi "$command" --stack "$stack" "${config_file[@]}" "${policy[@]}" "$@"

@@ -31,7 +31,6 @@ forget_stale_local_stack() {
   if pulumi stack ls --json 2>/dev/null | grep -q '"name": "local"'; then
     say "the local stack's objects went with an earlier cluster; starting the stack anew"
     pulumi stack rm local --force --yes --preserve-config >/dev/null
-    rm -f .modelstack/Pulumi.local.yaml.salt
   fi
 }
 
@@ -58,7 +57,6 @@ if [[ $command == destroy ]]; then
   scripts/pulumi.sh "$stack" destroy "$@"
   if $embedded; then
     pulumi stack rm "$stack" --yes --preserve-config >/dev/null
-    rm -f .modelstack/Pulumi.local.yaml.salt
     local-cluster/cluster.sh down
   fi
   exit 0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import pulumi
 import pytest
 
-from tests.pulumi_harness import ROOT, stack_config
+from scripts.stack_config import base_document
+from tests.pulumi_harness import stack_config
 
 STACKS = ("dev", "prod")
 
@@ -73,10 +72,8 @@ def test_service_account_mounts_no_token(program):
 
 
 def short_lived_config() -> dict:
-    """What `make up STACK=pr-123` makes: dev's config copied, reusing dev's registry (scripts/pulumi.sh)."""
-    config = copy.deepcopy(stack_config("dev"))
-    config["modelstack:registry"]["manage"] = False
-    return config
+    """What `make up STACK=pr-123` deploys: dev's config, pushing to dev's registry (scripts/stack_config.py)."""
+    return base_document("pr-123")["config"]
 
 
 def test_short_lived_stack_copied_from_dev_does_not_collide(program):
@@ -97,12 +94,6 @@ def test_short_lived_stack_copied_from_dev_does_not_collide(program):
     assert not names(dev) & names(pr)
     assert not pr.of_type("docker:index/container:Container"), "a second registry container would collide"
     assert pr.outputs["registry"] == dev.outputs["registry"]  # pushes go to dev's registry
-
-
-def test_pulumi_sh_creates_short_lived_stacks_that_reuse_the_registry():
-    script = (ROOT / "scripts" / "pulumi.sh").read_text()
-    assert "--copy-config-from dev" in script
-    assert "--path registry.manage false" in script
 
 
 def test_secrets_are_read_as_secret_outputs(program):
