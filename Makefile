@@ -91,6 +91,7 @@ down:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/python scripts/ci/workflow_rules.py .github/workflows/*.yml
 
 test: system-deps $(STAMP) $(CHECKOV_STAMP) $(POLICY_STAMP) $(ACTIONLINT) wheelhouse base-image
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -41,13 +41,17 @@ class Delivery:
     """The two stacks, their config files in the project, and the CI scripts run as a workflow would."""
 
     def __init__(self, env: dict[str, str], work: Path):
+        # A passphrase per stack, as the workflows hold them (docs/delivery.md): the building stack's is
+        # dev's, the promoting stacks' is prod's.
         self.env, self.work = env, work
+        self.prod_env = {**env, "PULUMI_CONFIG_PASSPHRASE": os.urandom(18).hex()}
         self.build = Stack(BUILD, env, TIMINGS)
-        self.promote = Stack(PROMOTE, env, TIMINGS)
-        self.copy = Stack(COPY, env, TIMINGS)
+        self.promote = Stack(PROMOTE, self.prod_env, TIMINGS)
+        self.copy = Stack(COPY, self.prod_env, TIMINGS)
 
-    def script(self, name: str, *args: str, timing: str | None = None, **extra: str) -> Result:
-        result = run([str(REPO / "scripts" / "ci" / name), *args], {**self.env, **extra}, timeout=1800)
+    def script(self, name: str, *args: str, timing: str | None = None, env: dict[str, str] | None = None,
+               **extra: str) -> Result:
+        result = run([str(REPO / "scripts" / "ci" / name), *args], {**(env or self.env), **extra}, timeout=1800)
         if timing:
             TIMINGS[timing] = round(result.seconds, 1)
         return result
@@ -153,7 +157,8 @@ def test_3_the_promotion_deploys_the_tested_digest_and_builds_nothing(delivery: 
     assert summary in preview.output, preview.output[-3000:]
     (delivery.work / "promote-preview.txt").write_text(preview.output)  # docs/delivery.md shows one
 
-    delivery.script("deploy.sh", PROMOTE, timing="3 deploy.sh e2e-promote (promotes)").check()
+    # Under prod's passphrase: the building stack's outputs (no secret among them) read all the same.
+    delivery.script("deploy.sh", PROMOTE, timing="3 deploy.sh e2e-promote (promotes)", env=delivery.prod_env).check()
     out = delivery.promote.outputs()
     assert out["image"] == source["image"] and out["modelDigest"] == source["modelDigest"]
     assert out["promotedFrom"] == f"{ORG_PROJECT}/{BUILD}"
@@ -197,21 +202,28 @@ def test_4_a_promotion_into_another_registry_copies_the_image_under_the_same_dig
         stop(registry)
 
 
-def test_5_the_pull_request_preview_is_one_comment_updated_in_place(delivery: Delivery) -> None:
+def test_5_each_stacks_preview_is_one_comment_and_devs_passphrase_cannot_preview_prod(delivery: Delivery) -> None:
     from tests.ci.fakes import FakeGitHub
 
-    result = delivery.script("preview.sh", BUILD, PROMOTE, timing="5 preview.sh e2e-build e2e-promote")
-    assert result.returncode == 0, result.output[-4000:]
-    body = (Path(delivery.env["MODELSTACK_CI_OUT"]) / "preview.md").read_text()
-    assert body.splitlines()[0] == "<!-- modelstack:preview -->"
-    assert BUILD in body and PROMOTE in body and "promoted from" in body
-    path = str(Path(delivery.env["MODELSTACK_CI_OUT"]) / "preview.md")
+    out = Path(delivery.env["MODELSTACK_CI_OUT"])
+    # The preview jobs: each stack under its own passphrase, as preview-dev and preview-prod run.
+    dev = delivery.script("preview.sh", BUILD, timing="5 preview.sh e2e-build", MODELSTACK_CI_OUT=str(out / "dev"))
+    prod = delivery.script("preview.sh", PROMOTE, timing="5 preview.sh e2e-promote", env=delivery.prod_env,
+                           MODELSTACK_CI_OUT=str(out / "prod"))  # fmt: skip
+    assert dev.returncode == 0, dev.output[-4000:]
+    assert prod.returncode == 0, prod.output[-4000:]
+    bodies = [out / "dev" / "preview.md", out / "prod" / "preview.md"]
+    assert bodies[0].read_text().splitlines()[0] == f"<!-- modelstack:preview:{BUILD} -->"
+    assert bodies[1].read_text().splitlines()[0] == f"<!-- modelstack:preview:{PROMOTE} -->"
+    assert "promoted from" in bodies[1].read_text()
+    # What a pull request's job without prod's environment holds cannot decrypt prod's stack.
+    leak = delivery.script("preview.sh", PROMOTE, MODELSTACK_CI_OUT=str(out / "leak"))
+    assert leak.returncode != 0 and "incorrect passphrase" in leak.output.lower(), leak.output[-3000:]
     with FakeGitHub(number=PR) as github:  # the GitHub API on loopback, recording what it is sent
-        delivery.script("comment.sh", path, **github.env()).check()
-        delivery.script("comment.sh", path, **github.env()).check()
-    assert len(github.comments) == 1, github.comments
-    assert github.comments[0].body.strip() == body.strip()
-    assert [method for method, _, _ in github.requests if method != "GET"] == ["POST", "PATCH"]
+        for body in (*bodies, *bodies):
+            delivery.script("comment.sh", str(body), **github.env()).check()
+    assert sorted(c.body.strip() for c in github.comments) == sorted(b.read_text().strip() for b in bodies)
+    assert [method for method, _, _ in github.requests if method != "GET"] == ["POST", "POST", "PATCH", "PATCH"]
 
 
 def test_6_a_pull_request_stack_comes_up_passes_its_smoke_test_and_goes(delivery: Delivery) -> None:

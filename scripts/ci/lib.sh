@@ -7,6 +7,9 @@
 # shellcheck disable=SC2034  # read by the scripts that source this file
 POLICY_PACK=policy/analyzer
 export PULUMI_SKIP_UPDATE_CHECK=true
+# A CI checkout's stack files carry no salt (it is each machine's, scripts/stack_config.py): the
+# secrets provider comes from the stack's state.
+export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
 
 # One line on stderr, then exit (2: the caller's mistake, 1: a check or a command failed).
 die() {

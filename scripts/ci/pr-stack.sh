@@ -24,8 +24,6 @@ base=${MODELSTACK_BASE_STACK:-dev}
 require_stack_name "$base"
 cd_root
 require_backend
-# A CI checkout has no Pulumi.pr-N.yaml from earlier runs: take the secrets provider from the state.
-export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
 
 if [[ "$action" == destroy ]]; then
   if ! stack_exists "$stack"; then

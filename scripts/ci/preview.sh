@@ -4,7 +4,7 @@
 # env: PULUMI_BACKEND_URL or PULUMI_ACCESS_TOKEN (required: CI never uses a local backend),
 #      PULUMI_CONFIG_PASSPHRASE(_FILE) for passphrase stacks,
 #      MODELSTACK_CI_OUT  where to write (default .modelstack/ci under the repo root).
-# Writes MODELSTACK_CI_OUT/preview.md (first line <!-- modelstack:preview -->, trimmed to GitHub's
+# Writes MODELSTACK_CI_OUT/preview.md (first line <!-- modelstack:preview:STACK,... -->, trimmed to GitHub's
 # comment limit) and preview-STACK.log per stack. Exits 1 if any preview failed, after writing the
 # body, so the comment is still posted; 2 on bad usage. Called by .github/workflows/pull-request.yml.
 # shellcheck source-path=SCRIPTDIR

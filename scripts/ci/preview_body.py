@@ -2,7 +2,7 @@
 
 Usage: preview_body.py OUT STACK EXIT_CODE LOG [STACK EXIT_CODE LOG ...]
 
-OUT gets: the marker line first (comment.sh finds the comment by it), then per stack a heading
+OUT gets: the marker line first, naming the stacks (comment.sh finds the comment by it), then per stack a heading
 with the `Resources:` summary or "preview failed", its errors and policy violations, and the
 diff in a collapsible block. The body is trimmed to GitHub's comment limit (diffs first, each
 trim said in place). Prints one summary line per stack. Stdlib only.
@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MARKER = "<!-- modelstack:preview -->"
 # GitHub refuses comment bodies over 65,536 characters; counted in UTF-16 units to be safe.
 LIMIT = 65_536
 MAX_VIOLATIONS = 50
@@ -156,8 +155,13 @@ def section(p: Preview, diff: str, trimmed_note: str | None) -> str:
     return "\n".join(parts)
 
 
-def header() -> str:
-    lines = [MARKER, "## Pulumi preview", ""]
+def marker(stacks: list[str]) -> str:
+    """One comment per set of stacks (each stack's preview job keeps its own, updated in place)."""
+    return f"<!-- modelstack:preview:{','.join(stacks)} -->"
+
+
+def header(stacks: list[str]) -> str:
+    lines = [marker(stacks), "## Pulumi preview", ""]
     server, repo, run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
     if server and repo and run:
         lines += [f"Full output in the [workflow run]({server}/{repo}/actions/runs/{run}).", ""]
@@ -171,20 +175,21 @@ def trim_note(shown: str, full: str) -> str:
 
 
 def render(previews: list[Preview], limit: int = LIMIT) -> str:
+    stacks = [p.stack for p in previews]
     diffs = [diff_block(p.log) for p in previews]
-    body = header() + "\n".join(section(p, d, None) for p, d in zip(previews, diffs, strict=True))
+    body = header(stacks) + "\n".join(section(p, d, None) for p, d in zip(previews, diffs, strict=True))
     if units(body) <= limit:
         return body
     # Over the limit: what is not a diff stays; the diffs share the rest, the short ones whole.
     worst_note = trim_note("x\n" * 99_999, "x\n" * 999_999)
-    fixed = units(header()) + sum(units(section(p, "", worst_note)) + 1 for p in previews)
+    fixed = units(header(stacks)) + sum(units(section(p, "", worst_note)) + 1 for p in previews)
     budget = max(0, limit - fixed - 64)
     kept: dict[int, str] = {}
     for i in sorted(range(len(diffs)), key=lambda i: units(diffs[i])):
         share = budget // (len(diffs) - len(kept))
         kept[i] = cut(diffs[i], share)
         budget -= units(kept[i])
-    body = header() + "\n".join(
+    body = header(stacks) + "\n".join(
         section(p, kept[i], trim_note(kept[i], diffs[i]) if kept[i] != diffs[i] else None)
         for i, p in enumerate(previews)
     )

@@ -20,7 +20,7 @@ from tests.serving.server import ServerProcess
 
 CI = REPO / "scripts" / "ci"
 SAMPLES = Path(__file__).parent / "samples"
-MARKER = "<!-- modelstack:preview -->"
+MARKER = "<!-- modelstack:preview:dev -->"
 BACKEND = {"PULUMI_BACKEND_URL": "s3://example-bucket/modelstack", "PULUMI_CONFIG_PASSPHRASE": "not-a-secret"}
 OUTPUTS = {"namespace": "modelstack-pr-7", "endpoint": "http://multi.modelstack-pr-7.svc.cluster.local:8080",
            "modelName": "multi", "image": "registry.example/modelstack/multi@sha256:" + "a" * 64,
@@ -165,7 +165,7 @@ def test_preview_writes_one_body_per_stack_and_fails_after_writing(tmp_path: Pat
     assert "at least one preview failed" in proc.stderr.strip().splitlines()[-1]
 
     body = (out / "preview.md").read_text()
-    assert body.splitlines()[0] == MARKER
+    assert body.splitlines()[0] == "<!-- modelstack:preview:dev,prod -->"  # one comment per set of stacks
     assert sections(body) == [
         "### ⚠️ `dev`: ~ 2 to update · +-1 to replace · 3 changes. 17 unchanged",
         "### ❌ `prod`: preview failed (exit 255)",
@@ -218,7 +218,7 @@ def test_preview_trims_a_huge_diff_to_fit_a_github_comment(tmp_path: Path, bin_d
     body = (out / "preview.md").read_text()
     assert len(body.encode("utf-16-le")) // 2 <= 65_536
     assert len(body) > 60_000  # the budget is used, not wasted
-    assert body.splitlines()[0] == MARKER
+    assert body.splitlines()[0] == "<!-- modelstack:preview:dev,prod -->"
     assert sections(body)[0].startswith("### ⚠️ `dev`: ~ 2 to update") and len(sections(body)) == 2
     assert "_Trimmed to fit GitHub's comment limit:" in body and "lines shown" in body
     # The small prod diff is whole; the huge one keeps its beginning; every block is closed.
@@ -241,7 +241,7 @@ def test_preview_runs_from_any_directory(tmp_path: Path, bin_dir: Path, pulumi: 
     preview_rules(pulumi, dev=(SAMPLES / "preview-dev.txt", 0))
     proc = run("preview.sh", "dev", env=script_env(bin_dir, pulumi, MODELSTACK_CI_OUT="rel", **BACKEND), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "rel" / "preview.md").read_text().startswith(MARKER + "\n")
+    assert (tmp_path / "rel" / "preview.md").read_text().startswith("<!-- modelstack:preview:dev -->\n")
 
 
 def test_ci_scripts_never_fall_back_to_a_local_backend(tmp_path: Path, bin_dir: Path, pulumi: FakeCli) -> None:

@@ -1,6 +1,6 @@
 """The GitHub workflows users copy: actionlint and zizmor find nothing, and each would find a
-deliberately bad workflow; structural rules (pinned actions, least privilege, logic in scripts/ci)
-hold; scripts/ci/*.sh pass shellcheck."""
+deliberately bad workflow; the project's rules (scripts/ci/workflow_rules.py: pinned actions, least
+privilege, logic in scripts/ci, secrets per stack) hold; scripts/ci/*.sh pass shellcheck."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from scripts.ci.workflow_rules import PROD_ENVIRONMENTS, problems
 from tests.ci.fakes import REPO
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SCRIPTS = sorted((REPO / "scripts" / "ci").glob("*.sh"))
-PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[^@\s]+)?@[0-9a-f]{40}$")
-VERSION_COMMENT = re.compile(r"uses:\s*(\S+)\s+#\s*v\d+\.\d+\.\d+\s*$")
-# The scripts that write to pull requests: the preview comment, the lock refresh's pull request.
-PR_WRITERS = ("scripts/ci/comment.sh", "scripts/ci/lock-pr.sh")
-SCRIPT_CALL = re.compile(r"^(scripts/ci/[A-Za-z0-9_.-]+\.sh|make)( |$)")
-
 BAD_WORKFLOW = """\
 name: bad
 on: pull_request
@@ -103,48 +98,6 @@ def test_zizmor_reports_a_bad_workflow(tmp_path: Path) -> None:
 
 # --- structure --------------------------------------------------------------------------------
 
-def problems(text: str) -> list[str]:
-    """What a workflow breaks of the project's rules, one line each."""
-    doc: dict[Any, Any] = yaml.safe_load(text)
-    out = []
-    if doc.get("permissions") != {}:
-        out.append("top-level permissions must be {} (each job asks for what it needs)")
-    for line in text.splitlines():
-        m = re.search(r"^\s*(?:-\s+)?uses:\s*(\S+)", line)
-        if m and not m.group(1).startswith("./"):
-            if not PINNED.match(m.group(1)):
-                out.append(f"{m.group(1)}: not pinned by a full commit SHA")
-            elif not VERSION_COMMENT.search(line):
-                out.append(f"{m.group(1)}: no '# vX.Y.Z' comment naming the release")
-    for name, job in (doc.get("jobs") or {}).items():
-        perms = job.get("permissions")
-        if perms is None:
-            out.append(f"job {name}: no permissions")
-            perms = {}
-        steps = job.get("steps") or []
-        uses = [s.get("uses", "") for s in steps]
-        runs = [s.get("run", "") for s in steps if "run" in s]
-        if perms.get("id-token") == "write" and not any("configure-aws-credentials" in u for u in uses):
-            out.append(f"job {name}: id-token: write without AWS credentials")
-        if perms.get("pull-requests") == "write" and not any(s in r for r in runs for s in PR_WRITERS):
-            out.append(f"job {name}: pull-requests: write without posting a comment or opening a pull request")
-        for step in steps:
-            if step.get("uses", "").startswith("actions/checkout@") and \
-                    (step.get("with") or {}).get("persist-credentials") is not False:
-                out.append(f"job {name}: checkout without persist-credentials: false")
-        for run in runs:
-            if "${{" in run:
-                out.append(f"job {name}: an expression inlined into run: (pass it through env:)")
-            for command in filter(None, (c.strip() for c in run.splitlines())):
-                if not SCRIPT_CALL.match(command):
-                    out.append(f"job {name}: run: {command!r} does work outside scripts/ci or make")
-                elif command.startswith("scripts/"):
-                    script = REPO / command.split()[0]
-                    if not (script.is_file() and script.stat().st_mode & 0o111):
-                        out.append(f"job {name}: {script.relative_to(REPO)} is missing or not executable")
-    return out
-
-
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_follows_the_rules(workflow: Path) -> None:
     assert problems(workflow.read_text()) == []
@@ -165,6 +118,62 @@ def test_the_rules_catch_a_bad_workflow() -> None:
     assert "job build: scripts/ci/missing.sh is missing or not executable" in found
     assert "job sneaky: id-token: write without AWS credentials" in found
     assert "job sneaky: pull-requests: write without posting a comment or opening a pull request" in found
+    assert any(p.startswith("job sneaky: can write and runs on pull requests: check out the base commit")
+               for p in found)
+
+
+SECRETS_WORKFLOW = """\
+name: secrets
+on: pull_request
+permissions: {}
+jobs:
+  %s:
+    runs-on: ubuntu-latest
+%s    permissions:
+      contents: read
+    steps:
+      - name: preview
+        env:
+          PULUMI_CONFIG_PASSPHRASE: ${{ secrets.%s }}
+        run: scripts/ci/preview.sh prod
+"""
+
+
+@pytest.mark.parametrize(("environment", "secret", "problem"), [
+    ("", "PROD_PULUMI_CONFIG_PASSPHRASE", "secrets.PROD_PULUMI_CONFIG_PASSPHRASE in a job whose environment (none)"),
+    ("dev-preview", "PROD_PULUMI_CONFIG_PASSPHRASE", "environment (dev-preview) is not one of prod, prod-preview"),
+    ("pr", "PROD_PULUMI_ACCESS_TOKEN", "secrets.PROD_PULUMI_ACCESS_TOKEN in a job whose environment (pr)"),
+    ("preview", "PULUMI_CONFIG_PASSPHRASE", "secrets.PULUMI_CONFIG_PASSPHRASE is not named for one stack"),
+    ("prod-preview", "PROD_PULUMI_CONFIG_PASSPHRASE", None),
+    ("dev-preview", "DEV_PULUMI_CONFIG_PASSPHRASE", None),
+])  # fmt: skip
+def test_the_rules_keep_prods_secrets_to_jobs_its_reviewers_guard(environment: str, secret: str,
+                                                                  problem: str | None) -> None:
+    text = SECRETS_WORKFLOW % ("leaky", f"    environment: {environment}\n" if environment else "", secret)
+    found = problems(text)
+    if problem is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith("job leaky: ") and problem in found[0], found
+
+
+def test_the_rules_refuse_a_writer_that_runs_the_pull_requests_code() -> None:
+    writer = BAD_WORKFLOW.replace("    runs-on: ubuntu-latest\n", "    runs-on: ubuntu-latest\n    permissions:\n"
+                                  "      contents: read\n      pull-requests: write\n")  # fmt: skip
+    base = "        with:\n          ref: ${{ github.event.pull_request.base.sha }}\n"
+    assert any("check out the base commit" in p for p in problems(writer))
+    assert not any("check out the base commit" in p for p in problems(writer.replace("@v4\n", "@v4\n" + base)))
+
+
+def test_make_lint_runs_the_rules_and_they_fail_on_a_bad_workflow(tmp_path: Path) -> None:
+    assert "scripts/ci/workflow_rules.py .github/workflows/*.yml" in (REPO / "Makefile").read_text()
+    bad = tmp_path / "bad.yml"
+    bad.write_text(SECRETS_WORKFLOW % ("leaky", "", "PROD_PULUMI_CONFIG_PASSPHRASE"))
+    script = str(REPO / "scripts" / "ci" / "workflow_rules.py")
+    proc = subprocess.run([sys.executable, script, str(bad)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout.startswith(f"{bad}: job leaky: secrets.PROD_"), proc.stdout
+    proc = subprocess.run([sys.executable, script, *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "no problem" in proc.stdout, proc.stdout
 
 
 def test_pull_request_workflow_shape() -> None:
@@ -175,9 +184,33 @@ def test_pull_request_workflow_shape() -> None:
     assert doc["concurrency"]["cancel-in-progress"] is False
     jobs = doc["jobs"]
     assert "action == 'closed'" in jobs["pr-stack-destroy"]["if"]
-    assert "action != 'closed'" in jobs["pr-stack"]["if"] and "action != 'closed'" in jobs["preview"]["if"]
-    assert "pull-requests" not in jobs["preview"]["permissions"]  # the job running project code cannot write
-    assert jobs["comment"]["needs"] == "preview"
+    assert "action != 'closed'" in jobs["pr-stack"]["if"]
+    for stack in ("dev", "prod"):
+        preview = jobs[f"preview-{stack}"]
+        assert "action != 'closed'" in preview["if"]
+        assert "pull-requests" not in preview["permissions"]  # the job running project code cannot write
+        assert [s["run"] for s in preview["steps"] if "preview.sh" in s.get("run", "")] == [
+            f"scripts/ci/preview.sh {stack}"]
+        assert jobs[f"comment-{stack}"]["needs"] == f"preview-{stack}"
+
+
+def secrets_of(job: dict[str, Any]) -> set[str]:
+    return set(re.findall(r"secrets\.([A-Za-z0-9_]+)", yaml.safe_dump(job)))
+
+
+def test_no_pull_request_job_reads_prods_secrets_without_prods_reviewers() -> None:
+    """What a pull request's code can run with: dev's secrets, or prod's only in `prod-preview`, the
+    environment prod's required reviewers guard (docs/delivery.md); and per-stack passphrases, so
+    dev's cannot decrypt prod's (make e2e: e2e/test_delivery.py step 5)."""
+    doc = yaml.safe_load((REPO / ".github" / "workflows" / "pull-request.yml").read_text())
+    reach = {name: (job.get("environment"), secrets_of(job)) for name, job in doc["jobs"].items()}
+    with_prod = {name for name, (_, secrets) in reach.items() if any(s.startswith("PROD_") for s in secrets)}
+    assert with_prod == {"preview-prod"}
+    assert reach["preview-prod"][0] == "prod-preview" and "prod-preview" in PROD_ENVIRONMENTS
+    assert reach["preview-dev"] == ("dev-preview", {"DEV_PULUMI_ACCESS_TOKEN", "DEV_PULUMI_CONFIG_PASSPHRASE"})
+    assert not secrets_of(doc["jobs"]["comment-dev"]) and not secrets_of(doc["jobs"]["comment-prod"])
+    delivery = (REPO / "docs" / "delivery.md").read_text()
+    assert "`prod-preview`" in delivery and "required reviewers" in delivery
 
 
 def test_locks_workflow_refreshes_weekly_through_a_pull_request() -> None:
