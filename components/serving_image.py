@@ -12,6 +12,7 @@ output `ref` pins the pushed image by digest.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +128,14 @@ class ServingImage(pulumi.ComponentResource):
             cache_to = [docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
                 ref=cache_ref, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True))]
 
+        # Relative to the project (the provider runs there): where a checkout lives is not what the image
+        # is, so another checkout of the same commit (a CI runner's) previews no change.
+        location = context_dir.apply(lambda c: os.path.relpath(c, args.project_dir))
         image = docker_build.Image(
             f"{name}-image",
             tags=[tag],
-            context=docker_build.BuildContextArgs(location=context_dir),
-            dockerfile=docker_build.DockerfileArgs(location=context_dir.apply(lambda c: f"{c}/Dockerfile")),
+            context=docker_build.BuildContextArgs(location=location),
+            dockerfile=docker_build.DockerfileArgs(location=location.apply(lambda c: f"{c}/Dockerfile")),
             build_args={"VARIANT": args.variant, **({"BASE_IMAGE": args.base_image} if args.base_image else {})},
             platforms=[docker_build.Platform(args.platform)],
             push=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from artifacts.store import sha256_file
@@ -34,6 +36,15 @@ def test_image_build_waits_for_the_model(program, stack):
     assert image.inputs["tags"][0].split(":")[-1].startswith(run.outputs["modelDigest"][:12])
     deployment = run.serving_workload()
     assert image.urn in deployment.dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_build_context_is_named_relative_to_the_project(program, stack):
+    """Another checkout of the same commit (a CI runner's workspace) must preview no image change."""
+    image = program(stack).one("docker-build:index:Image").inputs
+    context, dockerfile = image["context"]["location"], image["dockerfile"]["location"]
+    assert not Path(context).is_absolute() and context.startswith(".modelstack/")
+    assert dockerfile == f"{context}/Dockerfile"
 
 
 def test_prod_builds_the_gpu_variant_and_logs_in_with_a_secret(program):
