@@ -7,8 +7,8 @@ Prints `FILE: problem` per broken rule and exits 1; exits 0 when every workflow 
   credentials; pull-requests: write only where a comment or a pull request is written.
 - Actions pinned by a full commit SHA with a `# vX.Y.Z` comment; checkout keeps no credentials.
 - The logic lives in scripts/ci or make: a `run:` calls nothing else and inlines no expression.
-- Secrets per stack: Pulumi's passphrase and access token are named per stack (DEV_..., PROD_...),
-  and a PROD_ secret reaches only a job in an environment that the prod reviewers guard
+- Secrets per stack: Pulumi's passphrase and access token, and the cluster's kubeconfig, are named
+  per stack (DEV_..., PROD_...), and a PROD_ secret reaches only a job in an environment that the prod reviewers guard
   (PROD_ENVIRONMENTS, docs/delivery.md): no job that runs a pull request's code without their
   approval can decrypt prod's secrets.
 - A pull-request job that can write runs only the base branch's code: it checks out the base commit.
@@ -30,8 +30,8 @@ VERSION_COMMENT = re.compile(r"uses:\s*(\S+)\s+#\s*v\d+\.\d+\.\d+\s*$")
 PR_WRITERS = ("scripts/ci/comment.sh", "scripts/ci/lock-pr.sh")
 SCRIPT_CALL = re.compile(r"^(scripts/ci/[A-Za-z0-9_.-]+\.sh|make)( |$)")
 SECRET = re.compile(r"secrets\.([A-Za-z0-9_]+)")
-# Secrets that decrypt or reach a stack's state: each must name its stack.
-STACK_SECRETS = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN")
+# Secrets that decrypt or reach a stack's state or its cluster: each must name its stack.
+STACK_SECRETS = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN", "KUBECONFIG")
 STACK_PREFIXES = ("DEV_", "PROD_")
 # Environments whose required reviewers are prod's (docs/delivery.md): the only homes of PROD_ secrets.
 PROD_ENVIRONMENTS = ("prod", "prod-preview")

@@ -431,3 +431,22 @@ def test_kubeconfig_asks_aws_for_eks_stacks_only(bin_dir: Path, pulumi: FakeCli)
     assert proc.returncode == 0, proc.stderr
     assert "kubeconfig: dev: cluster provider 'kind'" in proc.stdout
     assert aws.commands() == ["eks update-kubeconfig --name ml-prod --region us-west-2 --alias ml-prod"]
+
+
+def test_kubeconfig_from_a_secret_is_written_for_the_jobs_later_steps(tmp_path: Path, bin_dir: Path,
+                                                                      pulumi: FakeCli) -> None:
+    aws = FakeCli(bin_dir, "aws").rule(r"^eks ")
+    github_env = tmp_path / "github_env"
+    secret = "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
+    proc = run("kubeconfig.sh", "dev", env=script_env(bin_dir, pulumi, aws, MODELSTACK_KUBECONFIG=secret,
+                                                      RUNNER_TEMP=str(tmp_path), GITHUB_ENV=str(github_env),
+                                                      **BACKEND))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / "kubeconfig"
+    assert written.read_text() == secret + "\n" and written.stat().st_mode & 0o777 == 0o600
+    assert github_env.read_text() == f"KUBECONFIG={written}\n"
+    assert "from the kubeconfig secret" in proc.stdout
+    assert pulumi.calls() == [] and aws.calls() == []
+    # Outside a workflow step the variable cannot reach later steps: one line, exit 2.
+    proc = run("kubeconfig.sh", "dev", env=script_env(bin_dir, pulumi, MODELSTACK_KUBECONFIG=secret, **BACKEND))
+    assert proc.returncode == 2 and "GITHUB_ENV is not" in proc.stderr

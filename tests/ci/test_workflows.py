@@ -207,7 +207,8 @@ def test_no_pull_request_job_reads_prods_secrets_without_prods_reviewers() -> No
     with_prod = {name for name, (_, secrets) in reach.items() if any(s.startswith("PROD_") for s in secrets)}
     assert with_prod == {"preview-prod"}
     assert reach["preview-prod"][0] == "prod-preview" and "prod-preview" in PROD_ENVIRONMENTS
-    assert reach["preview-dev"] == ("dev-preview", {"DEV_PULUMI_ACCESS_TOKEN", "DEV_PULUMI_CONFIG_PASSPHRASE"})
+    assert reach["preview-dev"] == ("dev-preview", {"DEV_PULUMI_ACCESS_TOKEN", "DEV_PULUMI_CONFIG_PASSPHRASE",
+                                                   "DEV_KUBECONFIG"})
     assert not secrets_of(doc["jobs"]["comment-dev"]) and not secrets_of(doc["jobs"]["comment-prod"])
     delivery = (REPO / "docs" / "delivery.md").read_text()
     assert "`prod-preview`" in delivery and "required reviewers" in delivery
