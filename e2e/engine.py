@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -38,9 +39,10 @@ class Result:
         return self
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 900, stdin: str | None = None) -> Result:
+def run(args: list[str], env: dict[str, str], timeout: float = 900, stdin: str | None = None,
+        cwd: Path = REPO) -> Result:
     start = time.monotonic()
-    proc = subprocess.run(args, cwd=REPO, env=env, input=stdin, stdout=subprocess.PIPE,
+    proc = subprocess.run(args, cwd=cwd, env=env, input=stdin, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
     return Result(args, proc.returncode, proc.stdout, time.monotonic() - start)
 
@@ -101,6 +103,29 @@ def manifest_digest(registry: str, repository: str, reference: str) -> str | Non
     """The digest the registry serves for a tag or digest, or None when it serves none."""
     status, headers, _ = registry_get(registry, f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES)
     return headers.get("Docker-Content-Digest") if status == 200 else None
+
+
+def copy_project(root: Path) -> None:
+    """The project's tracked files (as this checkout has them) in ROOT, committed in a repository of
+    its own, with this checkout's venv: a clone whose stacks and files the test may change."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, text=True).stdout
+    for name in filter(None, names.split("\0")):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)  # times kept: make finds the venv up to date
+    (root / ".venv").symlink_to(REPO / ".venv")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.com",
+           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.com"}  # fmt: skip
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "the project as tracked"]):
+        subprocess.run(["git", *cmd], cwd=root, env=env, check=True, capture_output=True)
+
+
+def tools_env() -> dict[str, str]:
+    """This environment with the tools of tools/build.sh on PATH and its PULUMI_HOME, and no other PULUMI_."""
+    out = subprocess.run(["bash", "-c", f'eval "$({REPO}/tools/build.sh)" && env -0'], capture_output=True,
+                         check=True, timeout=3600).stdout.decode()  # fmt: skip
+    env = dict(kv.split("=", 1) for kv in out.split("\0") if "=" in kv)
+    return {k: v for k, v in env.items() if not k.startswith("PULUMI_") or k == "PULUMI_HOME"}
 
 
 def base_env() -> dict[str, str]:

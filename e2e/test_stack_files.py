@@ -9,14 +9,13 @@ without resources. Kubernetes contexts exist in a kubeconfig of their own for sc
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from e2e.engine import REPO
+from e2e.engine import copy_project, tools_env
 
 pytestmark = pytest.mark.e2e
 
@@ -52,25 +51,12 @@ class Clone:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Clone:
     root = tmp_path_factory.mktemp("clone")
-    for name in subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True,
-                               text=True).stdout.split("\0"):  # fmt: skip
-        if name and (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    (root / ".venv").symlink_to(REPO / ".venv")
+    copy_project(root)
     kubeconfig = root.parent / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
-    tools = subprocess.run(["bash", "-c", f'eval "$({REPO}/tools/build.sh)" && env -0'], capture_output=True,
-                           check=True, timeout=3600).stdout.decode()  # fmt: skip
-    env = {k: v for k, v in (kv.split("=", 1) for kv in tools.split("\0") if "=" in kv)
-           if not k.startswith("PULUMI_") or k == "PULUMI_HOME"}  # fmt: skip
-    env.update(KUBECONFIG=str(kubeconfig),
-               GIT_AUTHOR_NAME="e2e", GIT_AUTHOR_EMAIL="e2e@example.com", GIT_COMMITTER_NAME="e2e",
-               GIT_COMMITTER_EMAIL="e2e@example.com", PULUMI_SKIP_UPDATE_CHECK="true")  # fmt: skip
-    c = Clone(root, env)
-    c.sh("git", "init", "-q")
-    c.sh("git", "add", "-A")
-    c.sh("git", "commit", "-qm", "the project as tracked")
+    c = Clone(root, {**tools_env(), "KUBECONFIG": str(kubeconfig), "PULUMI_SKIP_UPDATE_CHECK": "true",
+                     "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.com",
+                     "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.com"})  # fmt: skip
     assert c.status() == ""
     return c
 

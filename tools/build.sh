@@ -11,6 +11,7 @@
 #   kube-router                                        its network-policy controller alone: NetworkPolicies enforced
 #   keda, keda-adapter, -admission-webhooks (+ manifest) KEDA: scaling on the servers' own queue metric
 #   buildkitd, buildx                                  the image builder docker-build drives (remote driver)
+#   act                                                runs the GitHub workflows here (e2e/test_workflows.py)
 # Each tool lands in its own directory keyed by its version and recipe; a complete one is never
 # rebuilt, so a second run does nothing. An official `pulumi` on PATH (with its language host
 # beside it) at a version not older than the Python SDK pin is used as it is.
@@ -56,6 +57,8 @@ KEDA_VERSION=2.21.0
 # BuildKit of the client docker-build v0.0.22 embeds (v0.31), and that provider's buildx.
 BUILDKIT_VERSION=0.31.2
 BUILDX_VERSION=0.35.0
+# act, in its self-hosted mode: the workflows' jobs run on this machine.
+ACT_VERSION=0.2.89
 
 export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
 
@@ -205,6 +208,10 @@ builder() {
         github.com/moby/buildkit/cmd/buildkitd github.com/docker/buildx/cmd/buildx
 }
 
+workflow_runner() {
+    wrapper_build act "-X main.version=$ACT_VERSION" "" github.com/nektos/act
+}
+
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9  # one build at a time per cache
@@ -247,6 +254,8 @@ keda_dir=$cache/keda-$KEDA_VERSION-$(key keda keda "$KEDA_VERSION")
 build "keda $KEDA_VERSION" "$keda_dir" 10 keda
 builder_dir=$cache/buildkit-$BUILDKIT_VERSION-$(key buildkit builder "$BUILDKIT_VERSION" "$BUILDX_VERSION")
 build "buildkit $BUILDKIT_VERSION, buildx $BUILDX_VERSION" "$builder_dir" 2 builder
+act_dir=$cache/act-$ACT_VERSION-$(key act workflow_runner "$ACT_VERSION")
+build "act $ACT_VERSION" "$act_dir" 2 workflow_runner
 
 # Plugins go into a PULUMI_HOME of our own (never the user's ~/.pulumi), from the files just built.
 pulumi_home=$cache/pulumi-home
@@ -262,5 +271,5 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 install_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION" "$k8s_provider_dir"
 install_plugin docker-build "$DOCKER_BUILD_PROVIDER_VERSION" "$docker_build_dir"
 
-echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:$node_dir:$controllers_dir:$keda_dir:\$PATH\""
+echo "export PATH=\"$pulumi_dir:$control_plane_dir:$builder_dir:$node_dir:$controllers_dir:$keda_dir:$act_dir:\$PATH\""
 echo "export PULUMI_HOME=\"$pulumi_home\""
