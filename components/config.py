@@ -11,6 +11,7 @@ This module imports no torch: it runs on every `pulumi preview`.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import itertools
 import json
 import re
@@ -126,6 +127,24 @@ class ClusterSection(_Section):
     context: str | None = None
     name: str | None = None
     region: str | None = None
+    api_server: list[str] = Field(default_factory=list)
+    """The API server's endpoints, "IP:port" (`kubectl get endpointslice kubernetes`): the only address the
+    in-namespace Prometheus may reach besides its targets and DNS. Empty: its usual ports, any address."""
+
+    @field_validator("api_server")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            host, _, port = endpoint.rpartition(":")
+            try:
+                ipaddress.IPv4Address(host)
+                ok = port.isdigit() and 1 <= int(port) <= 65535
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{endpoint!r} is not IPv4:port (e.g. 10.0.0.1:6443; see `kubectl get "
+                                 "endpointslice kubernetes`)")
+        return value
 
 
 class RegistrySection(_Section):

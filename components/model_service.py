@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +26,7 @@ from .alerts import AlertParams, canary_metrics
 from .config import StackConfig
 from .labels import common_labels, selector_labels
 from .naming import is_dns_label
+from .network_policy import DNS_EGRESS, from_namespaces
 from .rollout_status import RolloutStatus, RolloutStatusArgs
 from .scheduling import Scheduling
 
@@ -514,10 +514,10 @@ class ModelService(pulumi.ComponentResource):
         the cluster DNS: the model is in the image, so a server that reaches out anywhere else is not ours."""
         port = [k8s.networking.v1.NetworkPolicyPortArgs(port=args.port, protocol="TCP")]
         callers = sorted({args.namespace, *args.allowed_ingress_namespaces})
-        rules = [k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=port, from_=_from_namespaces(callers))]
+        rules = [k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=port, from_=from_namespaces(callers))]
         if args.monitoring_namespace:
             rules.append(k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                ports=port, from_=_from_namespaces([args.monitoring_namespace])))
+                ports=port, from_=from_namespaces([args.monitoring_namespace])))
         k8s.networking.v1.NetworkPolicy(
             f"{name}-networkpolicy",
             metadata=metadata,
@@ -529,23 +529,6 @@ class ModelService(pulumi.ComponentResource):
             ),
             opts=child,
         )
-
-
-# The cluster DNS (CoreDNS as kube-dns in kube-system, on EKS, kind and the embedded cluster alike), by its
-# pods' named ports: the embedded cluster's CoreDNS listens on 1053 behind the Service's 53.
-DNS_EGRESS = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-    to=[k8s.networking.v1.NetworkPolicyPeerArgs(
-        namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": "kube-system"}),
-        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}))],
-    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port="dns", protocol="UDP"),
-           k8s.networking.v1.NetworkPolicyPortArgs(port="dns-tcp", protocol="TCP")],
-)
-
-
-def _from_namespaces(names: Sequence[str]) -> list[k8s.networking.v1.NetworkPolicyPeerArgs]:
-    # kubernetes.io/metadata.name is set on every namespace by the API server (>= 1.22).
-    return [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-        match_labels={"kubernetes.io/metadata.name": n})) for n in names]
 
 
 def _resources(args: ModelServiceArgs) -> k8s.core.v1.ResourceRequirementsArgs:

@@ -46,6 +46,7 @@ from .monitoring_config import (
     prometheus_config,
 )
 from .naming import dns_label, is_dns_label
+from .network_policy import DNS_EGRESS, api_server_egress, from_namespaces
 from .scheduling import Scheduling
 
 KPS_REPO = "https://prometheus-community.github.io/helm-charts"
@@ -96,6 +97,9 @@ class MonitoringArgs:
     """lightweight: Grafana beside Prometheus (the local cluster has no Grafana image: it leaves it out)."""
     query_namespaces: tuple[str, ...] = ()
     """lightweight: namespaces whose pods may query Prometheus besides Grafana (a canary's analysis)."""
+    api_server: tuple[str, ...] = ()
+    """lightweight: the API server's endpoints ("IP:port"), Prometheus's only egress besides its targets and
+    DNS; empty: the API server's usual ports at any address (components/network_policy.py)."""
     depends_on: Sequence[pulumi.Resource] = ()
 
     def __post_init__(self) -> None:
@@ -138,7 +142,7 @@ class MonitoringArgs:
             chart_version=m.chart_version, monitoring_namespace=m.namespace, version=version,
             kube_context=cfg.cluster.context, prometheus_image=m.prometheus_image or PROMETHEUS_IMAGE,
             grafana=m.grafana, depends_on=tuple(depends_on),
-            query_namespaces=_query_namespaces(cfg),
+            query_namespaces=_query_namespaces(cfg), api_server=tuple(cfg.cluster.api_server),
         )
 
     @property
@@ -286,6 +290,15 @@ class Monitoring(pulumi.ComponentResource):
             resources=({"cpu": "100m", "memory": "256Mi"}, {"cpu": "1", "memory": "1Gi"}),
             ingress_from=selector_labels("grafana", a.instance),  # Grafana queries it
             ingress_namespaces=a.query_namespaces,  # and a canary's analysis
+            # It discovers pods through the API server and scrapes them in its namespace (and the DCGM
+            # exporter's, on GPU stacks).
+            egress=[DNS_EGRESS, *api_server_egress(a.api_server),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=[k8s.networking.v1.NetworkPolicyPeerArgs(
+                        pod_selector=k8s.meta.v1.LabelSelectorArgs())]),
+                    *([k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                        to=from_namespaces([a.dcgm_namespace]),
+                        ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=DCGM_PORT, protocol="TCP")])]
+                      if a.gpu else [])],
         )
         if not a.grafana:  # kubectl port-forward reaches Prometheus all the same (through the kubelet)
             return None
@@ -340,6 +353,11 @@ class Monitoring(pulumi.ComponentResource):
             ],
             resources=({"cpu": "50m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
             ingress_from={},  # any pod of the namespace
+            # It queries Prometheus, nothing else (no plugin or update downloads).
+            egress=[DNS_EGRESS, k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                to=[k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_labels=selector_labels("prometheus", a.instance)))],
+                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=PROMETHEUS_PORT, protocol="TCP")])],
         )
         return "grafana", ns, GRAFANA_PORT
 
@@ -365,7 +383,7 @@ class Monitoring(pulumi.ComponentResource):
         probes: tuple[str, str], service_account: pulumi.Input[str] | None,
         mounts: dict[str, tuple[str, bool]], volumes: list[k8s.core.v1.VolumeArgs],
         resources: tuple[dict[str, str], dict[str, str]], ingress_from: dict[str, str],
-        ingress_namespaces: Sequence[str] = (),
+        egress: Sequence[k8s.networking.v1.NetworkPolicyEgressRuleArgs], ingress_namespaces: Sequence[str] = (),
         args: list[str] | None = None, env: list[k8s.core.v1.EnvVarArgs] | None = None,
     ) -> None:
         ns = self._args.namespace
@@ -409,16 +427,19 @@ class Monitoring(pulumi.ComponentResource):
             pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ingress_from))]
         peers += [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=k8s.meta.v1.LabelSelectorArgs(
             match_labels={"kubernetes.io/metadata.name": name})) for name in ingress_namespaces]
-        self._network_policy(f"{prefix}-networkpolicy", meta, select, port, *peers)
+        self._network_policy(f"{prefix}-networkpolicy", meta, select, port, *peers, egress=egress)
 
     def _network_policy(self, name: str, meta: k8s.meta.v1.ObjectMetaArgs, select: dict[str, str], port: int,
                         *peers: k8s.networking.v1.NetworkPolicyPeerArgs,
+                        egress: Sequence[k8s.networking.v1.NetworkPolicyEgressRuleArgs] = (),
                         opts: pulumi.ResourceOptions | None = None) -> None:
-        """Ingress to `port` from `peers` only (kubectl port-forward goes through the kubelet, not the network)."""
+        """Ingress to `port` from `peers` only (kubectl port-forward goes through the kubelet, not the network);
+        egress by `egress` only (none: the pods open no connection)."""
         k8s.networking.v1.NetworkPolicy(name, metadata=meta, spec=k8s.networking.v1.NetworkPolicySpecArgs(
-            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select), policy_types=["Ingress"],
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=select), policy_types=["Ingress", "Egress"],
             ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                 ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol="TCP")], from_=list(peers))],
+            egress=list(egress),
         ), opts=opts or self._child)
 
     # ---- kube-prometheus-stack ---------------------------------------------------------------------------

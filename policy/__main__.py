@@ -84,6 +84,8 @@ POLICIES = [
                     rules.ecr_immutable_scan_on_push),
     resource_policy("serving-egress-restricted", "The serving pods' NetworkPolicy restricts egress too.",
                     rules.serving_egress_restricted),
+    resource_policy("monitoring-egress-restricted", "The monitoring pods' NetworkPolicies restrict egress too.",
+                    rules.monitoring_egress_restricted),
     resource_policy("nodes-imds-v2-one-hop", "GPU nodes answer IMDS with v2 tokens and one hop only.",
                     rules.nodes_imds_v2_one_hop),
     resource_policy("node-ami-pinned", "Karpenter's node AMI is a pinned release, not @latest.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,15 @@ def test_the_local_stack_names_the_prometheus_image_the_cluster_pushes() -> None
     assert pushed and pushed.group(1) == f"modelstack-system/prometheus:{script_versions()['PROMETHEUS_VERSION']}"
     local = (REPO / "Pulumi.local.yaml").read_text()
     assert f"prometheusImage: 127.0.0.1:35000/{pushed.group(1)}\n" in local
+
+
+def test_the_local_stack_names_the_api_server_endpoint_the_cluster_serves() -> None:
+    cluster = (REPO / "local-cluster" / "cluster.sh").read_text()
+    subnet = re.search(r"^pod_subnet=\$\{MODELSTACK_POD_SUBNET:-([0-9.]+)\}", cluster, re.M)
+    port = re.search(r"^apiserver_port=\$\{MODELSTACK_APISERVER_PORT:-([0-9]+)\}", cluster, re.M)
+    assert subnet and port and re.search(r"node_ip=\$pod_subnet\.1\b", cluster)
+    local = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]
+    assert local["modelstack:cluster"]["apiServer"] == [f"{subnet.group(1)}.1:{port.group(1)}"]
 
 
 def test_buildkit_is_the_release_line_of_the_client_docker_build_embeds() -> None:

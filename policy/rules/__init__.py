@@ -8,6 +8,7 @@ from .aws import ecr_immutable_scan_on_push, node_ami_pinned, nodes_imds_v2_one_
 from .kubernetes import (
     hpa_min_not_above_max,
     image_pinned_by_digest,
+    monitoring_egress_restricted,
     no_secrets_in_plain_config,
     pod_security_restricted,
     requests_and_limits,
@@ -22,6 +23,7 @@ __all__ = [
     "hpa_min_not_above_max",
     "image_pinned_by_digest",
     "model_meets_gate",
+    "monitoring_egress_restricted",
     "no_secrets_in_plain_config",
     "node_ami_pinned",
     "nodes_imds_v2_one_hop",

@@ -21,6 +21,8 @@ SECRET_NAME = re.compile(r"password|passwd|secret|token|api[_-]?key|credential|p
 PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 AWS_ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])AKIA[0-9A-Z]{16}(?![A-Z0-9])")
 SERVING_COMPONENT = "inference"  # the app.kubernetes.io/component ModelService gives its objects
+# ... and Monitoring gives Prometheus and Grafana, and the DCGM exporter
+MONITORING_COMPONENTS = ("monitoring", "gpu-metrics")
 REQUIRED_RESOURCES = (
     ("requests", "cpu", "set a CPU request: the scheduler reserves capacity by requests"),
     ("requests", "memory", "set a memory request: the scheduler reserves capacity by requests"),
@@ -136,10 +138,20 @@ def serving_replicas_for_availability(type_token: str, props: dict[str, Any]) ->
 def serving_egress_restricted(type_token: str, props: dict[str, Any]) -> list[str]:
     """The serving pods' NetworkPolicy restricts what they reach, not only who reaches them: a model server
     needs the cluster DNS at most, so one that can open connections anywhere is one exfiltration away."""
-    if kind(type_token) != "NetworkPolicy" or not is_ours(props) or label(props, COMPONENT_LABEL) != SERVING_COMPONENT:
+    return _egress_listed(type_token, props, (SERVING_COMPONENT,), "the cluster DNS")
+
+
+def monitoring_egress_restricted(type_token: str, props: dict[str, Any]) -> list[str]:
+    """Prometheus, Grafana and the DCGM exporter reach what their work needs only: the cluster DNS, their
+    scrape targets, the API server (Prometheus), Prometheus (Grafana), nothing (the exporter)."""
+    return _egress_listed(type_token, props, MONITORING_COMPONENTS, "DNS, its targets, the API server")
+
+
+def _egress_listed(type_token: str, props: dict[str, Any], components: tuple[str, ...], needs: str) -> list[str]:
+    if kind(type_token) != "NetworkPolicy" or not is_ours(props) or label(props, COMPONENT_LABEL) not in components:
         return []
     types = get(props, "spec", "policyTypes")
     if is_unknown(types) or (isinstance(types, list) and "Egress" in types):
         return []
-    return [f"spec.policyTypes is {types or 'unset (Ingress)'}: add Egress with the rules the pods need (the "
-            "cluster DNS), so the serving pods reach nothing else"]
+    return [f"spec.policyTypes is {types or 'unset (Ingress)'}: add Egress with the rules the pods need ({needs}), "
+            "so they reach nothing else"]

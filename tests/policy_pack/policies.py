@@ -20,6 +20,7 @@ POLICIES: dict[str, tuple[Rule, str, str]] = {
     "built-model-meets-gate": (rules.built_model_meets_gate, MANDATORY, "stack"),
     "ecr-immutable-scan-on-push": (rules.ecr_immutable_scan_on_push, MANDATORY, "resource"),
     "serving-egress-restricted": (rules.serving_egress_restricted, MANDATORY, "resource"),
+    "monitoring-egress-restricted": (rules.monitoring_egress_restricted, MANDATORY, "resource"),
     "nodes-imds-v2-one-hop": (rules.nodes_imds_v2_one_hop, MANDATORY, "resource"),
     "node-ami-pinned": (rules.node_ami_pinned, MANDATORY, "resource"),
     "serving-replicas-for-availability": (rules.serving_replicas_for_availability, ADVISORY, "resource"),

@@ -12,6 +12,7 @@ from policy.rules import (
     hpa_min_not_above_max,
     image_pinned_by_digest,
     model_meets_gate,
+    monitoring_egress_restricted,
     no_secrets_in_plain_config,
     node_ami_pinned,
     nodes_imds_v2_one_hop,
@@ -531,7 +532,16 @@ def network_policy(component: str = "inference", types: Any = ("Ingress", "Egres
 def test_the_serving_network_policy_restricts_egress_too():
     assert serving_egress_restricted(NETWORK_POLICY, network_policy()) == []
     assert one(serving_egress_restricted(NETWORK_POLICY, network_policy(types=("Ingress",)))).startswith(
-        "spec.policyTypes is ['Ingress']: add Egress")
+        "spec.policyTypes is ['Ingress']: add Egress with the rules the pods need (the cluster DNS)")
     assert serving_egress_restricted(NETWORK_POLICY, network_policy(types=r.UNKNOWN)) == []
     # Other components' policies (Prometheus, Grafana) and third-party ones are not judged here.
     assert serving_egress_restricted(NETWORK_POLICY, network_policy("monitoring", ("Ingress",))) == []
+
+
+def test_the_monitoring_network_policies_restrict_egress_too():
+    for component in ("monitoring", "gpu-metrics"):
+        assert monitoring_egress_restricted(NETWORK_POLICY, network_policy(component)) == []
+        assert one(monitoring_egress_restricted(NETWORK_POLICY, network_policy(component, ("Ingress",)))).startswith(
+            "spec.policyTypes is ['Ingress']: add Egress")
+    assert monitoring_egress_restricted(NETWORK_POLICY, network_policy("monitoring", r.UNKNOWN)) == []
+    assert monitoring_egress_restricted(NETWORK_POLICY, network_policy("inference", ("Ingress",))) == []

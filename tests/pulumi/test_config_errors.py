@@ -81,6 +81,8 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:model.source", "models/nope.pt", "does not exist"]),
     ("eks-without-region", "prod", lambda c: c["modelstack:cluster"].pop("region"),
      ["modelstack:cluster", "'name' and 'region'"]),
+    ("api-server-by-name", "local", setting("cluster.apiServer", ["kubernetes.default:443"]),
+     ["modelstack:cluster.apiServer", "'kubernetes.default:443' is not IPv4:port", "endpointslice kubernetes"]),
     ("bad-namespace-name", "dev", setting("serving.namespace", "Team_A"),
      ["modelstack:serving.namespace", "DNS-1123"]),
     ("external-registry-without-url", "local", lambda c: c["modelstack:registry"].pop("url"),

@@ -307,3 +307,33 @@ def test_queue_autoscaling_is_a_keda_scaledobject_on_the_requests_in_the_servers
     let_in = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
               for p in policy["spec"]["ingress"][0]["from"] if "namespaceSelector" in p}
     assert let_in == {"argo-rollouts", "keda"}  # the canary's analysis and KEDA both ask Prometheus
+
+
+def _policy(run, name: str) -> dict:
+    (policy,) = [to_manifest(r) for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                 if r.inputs["metadata"]["name"] == name]
+    return policy["spec"]
+
+
+DNS = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+               "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+       "ports": [{"port": "dns", "protocol": "UDP"}, {"port": "dns-tcp", "protocol": "TCP"}]}
+
+
+def test_monitoring_pods_reach_dns_their_targets_and_the_api_server_only(program):
+    local = _policy(program("local"), "prometheus")
+    assert local["policyTypes"] == ["Ingress", "Egress"]
+    assert local["egress"] == [
+        DNS,
+        {"to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}], "ports": [{"port": 36443, "protocol": "TCP"}]},
+        {"to": [{"podSelector": {}}]},  # the pods it scrapes, in its namespace
+    ]
+    # Without the endpoint in the config (dev's kind cluster), the API server's usual ports, any address.
+    dev = _policy(program("dev"), "prometheus")["egress"]
+    assert dev[1] == {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    grafana = _policy(program("dev"), "grafana")
+    assert grafana["policyTypes"] == ["Ingress", "Egress"]
+    assert grafana["egress"] == [DNS, {"to": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "modelstack-dev"}}}],
+        "ports": [{"port": 9090, "protocol": "TCP"}]}]
+
