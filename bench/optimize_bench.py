@@ -14,6 +14,10 @@ lstm   a CRNN-style text recogniser (bench/models.py: CNN -> 2-layer BiLSTM -> [
        trained briefly on synthetic lines, with `int8-dynamic`, against torch eager.
 auto   the `auto` recipe on the text example against the presets it searches over (int8-dynamic,
        int8-static, fp32, each built by the CLI), and its search cost in CLI wall time.
+compress  models that get faster, not only smaller: the digits CNN with 50% of its channels removed and
+       fine-tuned, the text encoder distilled 4 -> 2 blocks, all-MiniLM-L6-v2 distilled 6 -> 3 blocks (each
+       then int8, against the same model's dense int8 artifact), and the fixtures' ResNet-style CNN
+       structured-pruned; fine-tuned on each example's training.npz, judged on its held-out validation.
 
 1. Builds the examples (skipped when up to date; the CRNN is trained into the git-ignored
    .cache/optimize-bench/) and runs the pipeline CLI on them, one subprocess per build so each
@@ -61,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 from optimize.benchmark import run_engine  # noqa: E402
 from optimize.recipe import PRESETS, BenchmarkSpec, GateSpec, GraphSpec, QuantizeSpec, Recipe  # noqa: E402
 
-SECTIONS = ("text", "bert", "lstm", "auto")
+SECTIONS = ("text", "bert", "lstm", "auto", "compress")
 CACHE = ROOT / ".cache" / "optimize-bench"  # git-ignored
 TEXT_FACTORY = "examples.text.model:build"
 MINILM_FACTORY = "examples.minilm.model:pretrained"
@@ -104,7 +108,7 @@ class Built:
 
 
 def build(model: Path, recipe: Recipe | str, out: Path, val: Path, cal: Path | None = None,
-          factory: str | None = None, check: bool = True) -> Built:  # fmt: skip
+          factory: str | None = None, check: bool = True, training: Path | None = None) -> Built:  # fmt: skip
     """`python -m optimize build` in a subprocess; `recipe` is a Recipe (written to a file) or a preset name."""
     if isinstance(recipe, Recipe):
         rfile = out.with_suffix(".yaml")
@@ -116,6 +120,8 @@ def build(model: Path, recipe: Recipe | str, out: Path, val: Path, cal: Path | N
         cmd += ["--calibration", str(cal)]
     if factory:
         cmd += ["--factory", factory]
+    if training is not None:
+        cmd += ["--training", str(training)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     began = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -508,6 +514,120 @@ class Auto(Section):
         ]  # fmt: skip
 
 
+class Compress(Section):
+    """Structured pruning and distillation (issue 24's targets), each against the dense int8 build."""
+
+    name = "compress"
+    BUDGET_S = 900.0  # each build's fine-tune budget: the "within timeBudgetS" target
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        super().__init__(args, work)
+        self.digits, self.text = ROOT / "examples/digits/build", ROOT / "examples/text/build"
+        self.minilm, self.resnet = ROOT / "examples/minilm/build", CACHE / "resnet"
+        int8 = QuantizeSpec(mode="dynamic_int8")
+        tune = {"time_budget_s": self.BUDGET_S}
+        structured = {"method": "structured", "amount": 0.5}
+        # Open gates: every figure is reported, and the targets below judge them.
+        self.recipes = {
+            "dense": Recipe(name="int8-dynamic", quantize=int8, benchmark=self.quick, gate=OPEN_GATE),
+            "digits": {"name": "structured50-finetune-int8", "prune": structured, "finetune": tune},
+            "text": {"name": "distill2-int8", "distill": {"layers": 2}, "finetune": tune},
+            "minilm": {"name": "distill3-int8", "distill": {"layers": 3},
+                       "finetune": {**tune, "steps": 1500, "batch_size": 16, "lr": 3e-4}},
+            "resnet": {"name": "structured50-finetune", "prune": structured, "finetune": {**tune, "steps": 300}},
+        }  # fmt: skip
+        for key, spec in self.recipes.items():
+            if isinstance(spec, dict):
+                self.recipes[key] = Recipe.from_dict({**spec, "gate": OPEN_GATE.model_dump()})
+        self.sources = {  # model, factory, validation, calibration, training
+            "digits": (self.digits / "model_state.pt", "examples.digits.model:build", self.digits),
+            "text": (self.text / "model_state.pt", TEXT_FACTORY, self.text),
+            "minilm": (self.minilm / "model_state.pt", "examples.minilm.model:architecture", self.minilm),
+            "resnet": (self.resnet / "model_state.pt", "tests.optimize.architectures:SmallResNet", self.resnet),
+        }
+
+    def examples(self) -> None:
+        example(sys.executable, "-m", "examples.digits.train", "--out", str(self.digits))
+        example(sys.executable, "-m", "examples.text.train", "--out", str(self.text))
+        example(sys.executable, "-m", "examples.minilm.build", "--out", str(self.minilm))
+        if not (self.resnet / "training.npz").is_file():
+            import torch
+
+            from tests.optimize import architectures as arch
+
+            self.resnet.mkdir(parents=True, exist_ok=True)
+            torch.save(arch.trained_resnet().state_dict(), self.resnet / "model_state.pt")
+            for role, (n, seed) in {"validation": (512, 7), "calibration": (256, 8), "training": (1024, 9)}.items():
+                x, y = arch.image_data(n, seed)
+                np.savez(self.resnet / f"{role}.npz", x=x, **({"y": y} if role == "validation" else {}))
+
+    def jobs(self) -> dict[str, tuple]:
+        out = {}
+        for key, (model, factory, data) in self.sources.items():
+            files = (data / "validation.npz", data / "calibration.npz", factory)
+            recipe = self.recipes[key].model_copy(update={"benchmark": self.quick})
+            out[f"compress/{key}"] = (model, recipe, self.work / f"compress-{key}", *files, True,
+                                      data / "training.npz")  # fmt: skip
+            if key != "resnet":
+                out[f"compress/{key}-dense"] = (model, self.recipes["dense"], self.work / f"compress-{key}-dense",
+                                                *files)  # fmt: skip
+        return out
+
+    def setup(self) -> None:
+        for key, (_, _, data) in self.sources.items():
+            if key == "resnet":
+                continue
+            inputs = save_inputs(data / "validation.npz", self.work / f"compress-{key}-inputs.npz")
+            for variant in (f"{key}-dense", key):
+                self.engines[variant] = Engine("onnx", self.work / f"compress-{variant}" / "model.onnx", inputs)
+
+    def report(self) -> list[Check]:
+        eng, builds = self.engines, self.builds
+        rows = {}
+        for key in self.sources:
+            rep = builds[f"compress/{key}"].report
+            assert rep is not None
+            comp, tune = rep["compression"], rep["compression"]["finetune"]
+            macs = comp["stages"][-1]["macs"] / comp["stages"][0]["macs"]
+            rows[key] = {"MACs ratio": f"{macs:.3f}", "agreement": f"{rep['accuracy']['agreement']:.4f}",
+                         "cosine mean": f"{rep['accuracy']['cosine_mean']:.4f}",
+                         "train s": f"{tune['seconds']:.0f}", "build s": f"{builds[f'compress/{key}'].wall_s:.0f}",
+                         "peak MiB": f"{rep['peak_rss_bytes'] / 2**20:.0f}"}  # fmt: skip
+        def ratio(key: str) -> float:
+            return eng[key].best() / eng[f"{key}-dense"].best()
+
+        print(f"\ncompressed against the dense int8 build of the same model, {self.args.threads} threads, batch 1, "
+              f"best p50 of {self.args.rounds} interleaved rounds (median in brackets)")  # fmt: skip
+        for key in ("digits", "text", "minilm"):
+            d, c = eng[f"{key}-dense"], eng[key]
+            print(f"  {key:<8} dense int8 {d.best():.3f} ms ({d.median():.3f}), compressed {c.best():.3f} ms "
+                  f"({c.median():.3f}): ratio {ratio(key):.3f} ({c.median() / d.median():.3f})")  # fmt: skip
+        for key, row in rows.items():
+            print(f"  {key:<8} " + ", ".join(f"{k} {v}" for k, v in row.items()))
+
+        reps = {k: builds[f"compress/{k}"].report or {} for k in self.sources}
+        digits = reps["digits"]["accuracy"]
+        resnet = reps["resnet"]["compression"]["stages"]
+        worst_train = max(r["compression"]["finetune"]["seconds"] for r in reps.values())
+        peak = max(r["peak_rss_bytes"] for r in reps.values())
+        return [
+            Check("digits structured 50% + fine-tune + int8 vs dense int8, b1 p50 ratio <= 0.60", ratio("digits"),
+                  0.60, "<="),
+            Check("digits structured top-1 drop (points) <= 1", -digits["delta"] * 100, 1.0, "<="),
+            Check("text distilled 4 -> 2 + int8 vs 4-block int8, b1 p50 ratio <= 0.55", ratio("text"), 0.55, "<="),
+            Check("text distilled argmax agreement >= 0.98", reps["text"]["accuracy"]["agreement"], 0.98, ">="),
+            Check("MiniLM distilled 6 -> 3 + int8 vs 6-block int8, b1 p50 ratio <= 0.55", ratio("minilm"), 0.55,
+                  "<="),
+            Check("MiniLM distilled cosine to the teacher, mean >= 0.97", reps["minilm"]["accuracy"]["cosine_mean"],
+                  0.97, ">="),
+            Check("ResNet structured MACs ratio <= 0.5", resnet[-1]["macs"] / resnet[0]["macs"], 0.5, "<="),
+            Check("ResNet structured argmax agreement >= 0.98", reps["resnet"]["accuracy"]["agreement"], 0.98, ">="),
+            Check(f"longest fine-tune (s) within its time_budget_s {self.BUDGET_S:g}", worst_train, self.BUDGET_S,
+                  "<="),
+            Check("peak memory of the compressing builds (MiB) < 3072", peak / 2**20, 3072, "<="),
+        ]  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
@@ -528,7 +648,7 @@ def main() -> int:
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown or not wanted:
         ap.error(f"--only: unknown sections {unknown} (choose from {', '.join(SECTIONS)})")
-    classes = {c.name: c for c in (Text, Bert, Lstm, Auto)}
+    classes = {c.name: c for c in (Text, Bert, Lstm, Auto, Compress)}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="optimize-bench-") as tmp:
         work = Path(tmp)

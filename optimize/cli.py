@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--recipe", required=True, help="preset name or a YAML/JSON recipe file")
     b.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
     b.add_argument("--validation", type=Path, help=".npz held-out set: x (or one array per input) and optional y")
-    b.add_argument("--calibration", type=Path, help=".npz calibration set for static int8")
+    b.add_argument("--calibration", type=Path, help=".npz calibration set for static int8 (and fine-tuning)")
+    b.add_argument("--training", type=Path, help=".npz rows to fine-tune on (finetune, distill); no labels needed")
     b.add_argument("--factory", help="module:callable that builds the architecture for a state_dict")
     b.add_argument("--name", help="model name in report.json (default: the model file's stem)")
     b.add_argument("--progress", choices=["auto", "on", "off"], default="auto", help="progress display on stderr")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         with _progress(args.progress) as progress:
             report = build(
                 args.model, recipe, args.out, args.validation, args.calibration,
-                factory=args.factory, progress=progress, name=args.name,
+                factory=args.factory, progress=progress, name=args.name, training=args.training,
             )  # fmt: skip
     except GateFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class _progress:
-    """A rich spinner naming the running stage; silent when stderr is not a TTY."""
+    """A rich spinner naming the running stage; silent when stderr is not a TTY. "stage: detail" (the
+    fine-tune's steps) updates the running stage's line."""
 
     def __init__(self, mode: str) -> None:
         self.enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
@@ -92,6 +94,10 @@ class _progress:
         return self
 
     def __call__(self, stage: str) -> None:
+        if self._last and stage.startswith(f"{self._last}: "):
+            if self._status is not None:
+                self._status.update(f"{stage} ...")
+            return
         self._done()
         self._last, self._started = stage, time.perf_counter()
         if self._status is not None:

@@ -59,7 +59,7 @@ def infer_task(baseline: np.ndarray, labels: np.ndarray | None, stated: str) -> 
         return "classification", INFERRED + "the validation data has labels"
     if baseline.ndim == 1 or (baseline.ndim == 2 and baseline.shape[-1] == 1):
         return "regression", INFERRED + "one value per row"
-    kind = _distribution(baseline)
+    kind = distribution(baseline)
     classes = baseline.shape[-1]
     if baseline.ndim >= 3:
         if kind:
@@ -76,7 +76,7 @@ def infer_task(baseline: np.ndarray, labels: np.ndarray | None, stated: str) -> 
         "vectors, so nothing shows they are class scores"
 
 
-def _distribution(scores: np.ndarray) -> str | None:
+def distribution(scores: np.ndarray) -> str | None:
     """'probability' when every row (along the last axis) is non-negative and sums to 1, 'log-probability'
     when its exponentials do (log_softmax), else None."""
     s = scores.astype(np.float64)

@@ -33,7 +33,7 @@ BASELINE_ENGINES = {
     "state_dict": "torch eager (CPU)",
     "onnx": "onnxruntime CPU (source .onnx)",
 }
-STAGES = ("load", "prune", "export", "quantize", "graph", "validate", "benchmark", "report")
+STAGES = ("load", "distill", "prune", "finetune", "export", "quantize", "graph", "validate", "benchmark", "report")
 
 
 def build(
@@ -45,6 +45,7 @@ def build(
     factory: str | None = None,
     progress: Progress | None = None,
     name: str | None = None,
+    training: Path | None = None,
 ) -> dict[str, Any]:
     """Build DIR/model.onnx + DIR/report.json (+ summary.md, chart.png); returns the report."""
     model, out = Path(model), Path(out).absolute()
@@ -61,7 +62,8 @@ def build(
 
     with staged_dir(out) as staging, tempfile.TemporaryDirectory(prefix="optimize-") as work:
         try:
-            return _build(model, recipe, staging, Path(work), validation, calibration, factory, track, name)
+            return _build(model, recipe, staging, Path(work), _Data(validation, calibration, training), factory,
+                          track, name)  # fmt: skip
         except (OptimizeError, RecipeError):
             raise
         except Exception as exc:  # a library's failure: one line naming the stage, and --out stays absent
@@ -73,8 +75,7 @@ def _build(
     recipe: Recipe,
     dest: Path,
     work: Path,
-    validation: Path | None,
-    calibration: Path | None,
+    files: _Data,
     factory: str | None,
     progress: Progress | None,
     name: str | None,
@@ -84,11 +85,18 @@ def _build(
 
     say("load")
     src = sources.load(model, factory)
-    if not src.is_torch and recipe.prune.method != "none":
-        raise OptimizeError("prune needs a torch source; an .onnx source runs only the graph/quantize/validate stages")
-    val = datasets.load(validation, src.input_names, "validation", src.optional_inputs) if validation else None
-    cal = datasets.load(calibration, src.input_names, "calibration", src.optional_inputs) if calibration else None
-    src.input_names = _bound_inputs(src, val, cal)
+    if not src.is_torch and (recipe.prune.method != "none" or recipe.distill is not None):
+        raise OptimizeError("prune and distill need a torch source; an .onnx source runs only the "
+                            "graph/quantize/validate stages")  # fmt: skip
+    from optimize import compress
+
+    compress.needs(recipe, src)
+    val, cal, trn = (datasets.load(path, src.input_names, role, src.optional_inputs) if path else None
+                     for path, role in files.roles())  # fmt: skip
+    if trn is not None and not recipe.trains:
+        raise OptimizeError("training data is given but the recipe trains nothing; add finetune (with prune) "
+                            "or distill to the recipe, or leave the training data out")  # fmt: skip
+    src.input_names = _bound_inputs(src, val, cal, trn)
     example = _example_inputs(recipe, src, val or cal)
     baseline_run = _baseline_runner(src)
     probe = _probe(baseline_run, example, src)
@@ -101,30 +109,27 @@ def _build(
 
         out_names = torch_output_names(src.runner(), list(example.values()))
     source_out = None
+    tasks = None
     if val is not None:
         from optimize.validate import check_labels, predict
 
         check_labels(probe, val)
         source_out = predict(baseline_run, val, out_batch_axes)
-        _check_gate(recipe, src, out_names, source_out, val)
+        tasks = _check_gate(recipe, src, out_names, source_out, val)
+    if trn is not None:
+        _probe(baseline_run, trn.take(2), src, f"training data '{trn.path}'")
 
-    pruning = None
-    working = src
-    if recipe.prune.method != "none":
-        say("prune")
-        from optimize import prune
-
-        working = sources.load(model, factory)  # a second copy: the original stays the baseline
-        working.input_names = src.input_names
-        stats = prune.apply(working, recipe.prune)
-        one = {k: v[:1] for k, v in example.items()}
-        stats["latency"] = prune.compare_latency(src.runner(), working.runner(), one, threads)
-        pruning = stats
+    given, compression, working = None, None, src
+    if recipe.trains or recipe.prune.method != "none":
+        given = compress.Inputs(model, factory, src, example, baseline_run, out_batch_axes,
+                                [d for d in (cal, trn) if d is not None], threads)  # fmt: skip
+        given.targets(recipe, tasks, source_out, _output_names(src, out_names, len(out_batch_axes)))
+        working, compression = compress.run(recipe, given, say)
 
     ctx = _Context(src=src, working=working, example=example, baseline_run=baseline_run,
                    out_batch_axes=out_batch_axes, out_names=out_names, export=recipe.export, val=val, cal=cal,
                    work=work, threads=threads, say=say, sequence=_sequence_axes(recipe, src, val, cal),
-                   source_out=source_out)  # fmt: skip
+                   source_out=source_out, compress_inputs=given)  # fmt: skip
     search_result = None
     if recipe.search is not None:
         from optimize import search
@@ -140,6 +145,8 @@ def _build(
     else:
         gate_result = {"checked": False, "reason": "no validation data: accuracy gate not enforced"}
     recipe = chosen.recipe
+    compression = chosen.compression or compression
+    pruning = compress.pruning_section(recipe, compression)
     final = dest / "model.onnx"
     # Re-save through onnx: one self-contained file with a canonical serialization.
     import onnx
@@ -184,8 +191,9 @@ def _build(
             k: round(latency["optimized"][k]["p50"] / latency["baseline"][k]["p50"], 4) for k in latency["baseline"]
         },
         "baseline_engine": BASELINE_ENGINES[src.format],
-        "sparsity": pruning["sparsity"] if pruning else _source_sparsity(src, fp32),
+        "sparsity": pruning["sparsity"] if pruning and "sparsity" in pruning else _source_sparsity(working, fp32),
         "pruning": pruning,
+        "compression": compression,
         "contrib_ops": reporting.contrib_ops(final),
         "inputs": sig["inputs"],
         "sequence": ctx.sequences[recipe.graph.transformer_fusions].to_dict() if ctx.sequence else None,
@@ -200,6 +208,19 @@ def _build(
     return report
 
 
+@dataclass(frozen=True)
+class _Data:
+    """The data files of a build: held-out validation, calibration (static int8; training rows too), and
+    training rows for fine-tuning."""
+
+    validation: Path | None
+    calibration: Path | None
+    training: Path | None
+
+    def roles(self) -> list[tuple[Path | None, str]]:
+        return [(self.validation, "validation"), (self.calibration, "calibration"), (self.training, "training")]
+
+
 @dataclass
 class Variant:
     """One recipe's model, built and measured against the source (not yet gated)."""
@@ -210,6 +231,7 @@ class Variant:
     fidelity: dict[str, Any]
     int8_plan: Any  # optimize.hardware.Int8Plan | None
     quantized_path: Path | None  # before graph optimization (node names as the quantizer left them)
+    compression: dict[str, Any] | None = None  # a candidate that was pruned or distilled here (optimize.search)
 
 
 @dataclass
@@ -233,6 +255,7 @@ class _Context:
     sequences: dict[bool, Any] = field(default_factory=dict)  # and what each export took, by `fuse`
     exports: dict[bool, Path] = field(default_factory=dict)
     source_out: list[np.ndarray] | None = None
+    compress_inputs: Any = None  # optimize.compress.Inputs, where the recipe may train
 
     @property
     def checked(self) -> datasets.Dataset:
@@ -373,16 +396,18 @@ def _sequence_axes(recipe: Recipe, src: sources.Source, val: datasets.Dataset | 
 
 
 def _check_gate(recipe: Recipe, src: sources.Source, out_names: list[str] | None, source_out: list[np.ndarray],
-                val: datasets.Dataset) -> None:  # fmt: skip
+                val: datasets.Dataset) -> list[str]:  # fmt: skip
     """Before any build work: each output's task fits the labels and the recipe (optimize.fidelity), and
-    the recipe's metric imports, runs on the source's outputs and returns the figures its thresholds name."""
+    the recipe's metric imports, runs on the source's outputs and returns the figures its thresholds name.
+    Returns each output's task."""
     from optimize import fidelity
 
     names = _output_names(src, out_names, len(source_out))
-    fidelity.plan_tasks(source_out, names, val.labels, recipe.gate)
+    plan = fidelity.plan_tasks(source_out, names, val.labels, recipe.gate)
     if recipe.gate.metric:
         outputs = dict(zip(names, source_out, strict=True))
         fidelity.metric_figures(recipe.gate, outputs, outputs, val.labels)
+    return [task for task, _ in plan]
 
 
 def _output_names(src: sources.Source, given: list[str] | None, count: int) -> list[str]:
@@ -427,13 +452,13 @@ def _library_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"
 
 
-def _probe(run: Any, example: dict[str, np.ndarray], src: sources.Source) -> np.ndarray:
+def _probe(run: Any, example: dict[str, np.ndarray], src: sources.Source, what: str = "input") -> np.ndarray:
     """Run the source model once on the example rows (its first output): a wrong input shape fails here."""
     try:
         return np.asarray(run(*example.values())[0])
     except Exception as exc:
         shapes = ", ".join(f"'{k}' {list(v.shape)} {v.dtype}" for k, v in example.items())
-        raise OptimizeError(f"shape mismatch: the model rejects input {shapes}: {_first(exc)}") from None
+        raise OptimizeError(f"shape mismatch: the model rejects {what} {shapes}: {_first(exc)}") from None
 
 
 def _source_sparsity(src: sources.Source, fp32: Path) -> float:

@@ -36,11 +36,26 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Structured pruning ranked across layers takes at most this share of any one layer: a layer left with no
+# channel would cut the model in two.
+MAX_GLOBAL_AMOUNT = 0.9
+
+
 class PruneSpec(_Frozen):
-    """Pruning with torch.nn.utils.prune, made permanent before export."""
+    """Pruning. global_unstructured zeroes the smallest weights inside dense tensors (size after
+    compression, no speed); structured removes whole channels and neurons (optimize.structured), so the
+    exported graph is smaller and faster, and needs the model's code (a state_dict with its factory)."""
 
     method: Literal["none", "global_unstructured", "structured"] = "none"
-    amount: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of weights (or rows/channels) removed.")
+    amount: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of weights (or channels) removed.")
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="structured: the same fraction of every layer, or ranked across layers."
+    )
+    importance: Literal["magnitude", "taylor"] = Field(
+        "magnitude",
+        description="structured: how a channel is ranked: its weights' L2 norm, or the first-order (Taylor) "
+        "estimate of the loss change on the calibration data, with the source's outputs as the target.",
+    )
 
     @model_validator(mode="after")
     def _amount_matches_method(self) -> PruneSpec:
@@ -48,6 +63,42 @@ class PruneSpec(_Frozen):
             raise ValueError("prune.amount is set but prune.method is 'none'; set a method or drop the amount")
         if self.method != "none" and not self.amount:
             raise ValueError(f"prune.method is '{self.method}' but prune.amount is 0; give a fraction in (0, 1)")
+        if self.method != "structured" and (self.scope != "layer" or self.importance != "magnitude"):
+            raise ValueError("prune.scope and prune.importance apply to method 'structured' only")
+        if self.scope == "global" and self.amount > MAX_GLOBAL_AMOUNT:
+            raise ValueError(f"prune.amount {self.amount} with scope global would empty whole layers (at most "
+                             f"{MAX_GLOBAL_AMOUNT} of any one layer is removed); lower it or use scope layer")
+        return self
+
+
+class FinetuneSpec(_Frozen):
+    """Training the compressed model (optimize.finetune) to match the source's outputs on the calibration
+    and training data: no labels needed. Stops at `steps` or `time_budget_s`, whichever comes first."""
+
+    steps: int = Field(1000, ge=1, le=1_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW's learning rate (cosine decay to 0).")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    temperature: float = Field(2.0, gt=0.0, le=100.0, description="Softens class scores for the KL loss.")
+    time_budget_s: float = Field(600.0, gt=0.0, description="Training stops after this many seconds.")
+    seed: int = Field(0, ge=0)
+
+
+class DistillSpec(_Frozen):
+    """Knowledge distillation into a smaller student (optimize.students), trained by `finetune` to match the
+    source (the teacher), then exported, quantized and gated against the teacher. One of: `student`, the
+    user's factory (module:callable returning an nn.Module with the teacher's inputs and outputs); `layers`,
+    the teacher with this many of its repeated blocks kept, evenly spaced and initialised from the teacher's
+    (DistilBERT-style); `width`, the fraction of each layer's channels kept (by magnitude)."""
+
+    student: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
+    layers: int | None = Field(None, ge=1)
+    width: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_student(self) -> DistillSpec:
+        given = [k for k in ("student", "layers", "width") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of student, layers, width (got {given or 'none'})")
         return self
 
 
@@ -196,7 +247,8 @@ class BenchmarkSpec(_Frozen):
 
 class SearchSpec(_Frozen):
     """The `auto` search (optimize.search): variants of this recipe, each built and gated; the fastest that
-    passes wins. Bounded: a fixed list in a fixed order, cut off by the time budget."""
+    passes wins. Bounded: a fixed list in a fixed order, cut off by the time budget. A recipe that also sets
+    `finetune` grants a training budget: structured-pruned and distilled candidates join the list."""
 
     time_budget_s: float = Field(900.0, gt=0, description="No new candidate starts after this many seconds.")
     iterations: int = Field(50, ge=5, le=10_000, description="Batch-1 latency iterations per candidate.")
@@ -216,6 +268,31 @@ class Recipe(_Frozen):
     gate: GateSpec = GateSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
     search: SearchSpec | None = Field(None, description="Search variants of this recipe (the `auto` preset).")
+    finetune: FinetuneSpec | None = Field(None, description="Train the pruned or distilled model on the source's "
+                                          "outputs (needed by distill; its defaults apply when left out).")
+    distill: DistillSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distill_trains(cls, data: Any) -> Any:
+        """A student is trained: distill without finetune takes finetune's defaults."""
+        if isinstance(data, dict) and data.get("distill") is not None and data.get("finetune") is None:
+            return {**data, "finetune": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> Recipe:
+        if self.finetune is not None and self.distill is None and self.prune.method == "none" and not self.search:
+            raise ValueError("finetune is set but neither prune nor distill changes the model, so there is "
+                             "nothing to train; add prune or distill (or search: auto then tries them), or drop "
+                             "finetune")
+        if self.distill is not None and self.distill.width is not None and self.prune.method == "structured":
+            raise ValueError("distill.width and prune.method structured both remove channels; give one")
+        return self
+
+    @property
+    def trains(self) -> bool:
+        return self.finetune is not None
 
     @property
     def needs_calibration(self) -> bool:

@@ -111,8 +111,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
             f"| {key[1:]} | {b['p50']:.3f} | {b['p99']:.3f} | {o['p50']:.3f} | {o['p99']:.3f} "
             f"| {o['p50'] / b['p50']:.3f} |"
         )
-    if report.get("pruning"):
+    if report.get("pruning") and "note" in report["pruning"]["latency"]:
         lines += ["", f"Pruning: {report['pruning']['latency']['note']}."]
+    lines += _compression_lines(report.get("compression"))
     lines += _search_lines(report.get("search"))
     lines += [
         "",
@@ -133,14 +134,15 @@ def _sequence_lines(seq: dict[str, Any] | None) -> list[str]:
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
-    """Three panels: size, p50 latency per batch size, accuracy."""
+    """Three panels: size, p50 latency per batch size, accuracy; a fourth with the fine-tune's loss curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     # A fixed date keeps the PNG's metadata stable between identical builds.
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    tune = (report.get("compression") or {}).get("finetune")
+    fig, axes = plt.subplots(1, 4 if tune else 3, figsize=(14.5 if tune else 11, 3.4))
     colors = ["#8c8c8c", "#2a7ab0"]
     size = report["size_bytes"]
     axes[0].bar(["baseline", "optimized"], [size["source"] / 1e6, size["optimized"] / 1e6], color=colors)
@@ -169,6 +171,12 @@ def chart(report: dict[str, Any], path: Path) -> None:
         axes[2].set_ylim(0, max(1.0, check["value"], check["threshold"]) * 1.05)
         axes[2].set_title(f"{fidelity.label(check['metric'], acc)} ({report['fidelity']['task']})", fontsize=9)
         axes[2].legend(fontsize=8)
+    if tune:
+        steps, losses = zip(*tune["curve"], strict=True)
+        axes[3].plot(steps, losses, color=colors[1])
+        axes[3].set_yscale("log")
+        axes[3].set_xlabel("step")
+        axes[3].set_title("fine-tune loss (vs the source's outputs)", fontsize=9)
     fig.suptitle(f"{report['name']} - {report['recipe']['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
@@ -214,6 +222,38 @@ def _int8_lines(report: dict[str, Any]) -> list[str]:
             f"{plan['why']}"]  # fmt: skip
 
 
+def _compression_lines(comp: dict[str, Any] | None) -> list[str]:
+    """Parameters and MACs after each torch stage, what distill and prune kept, the fine-tune's run."""
+    if not comp:
+        return []
+
+    def num(v: int | None) -> str:
+        return "-" if v is None else f"{v:,}"
+
+    lines = ["", "| stage | parameters | MACs (one row) |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {num(s['params'])} | {num(s['macs'])} |" for s in comp["stages"]]
+    distill = comp.get("distill")
+    if distill and distill["kind"] == "layers":
+        lines.append(f"\nDistilled: kept blocks {distill['kept']} of the teacher's {distill['teacher_layers']} "
+                     f"(`{distill['stack']}`), initialised from the teacher's weights.")  # fmt: skip
+    elif distill and distill["kind"] == "student":
+        lines.append(f"\nDistilled into the student `{distill['student']}`.")
+    prune = comp.get("prune")
+    if prune and prune.get("layers"):
+        kept = ", ".join(f"{k} {v['kept']}/{v['channels']}" for k, v in prune["layers"].items())
+        left = f"; left whole: {', '.join(prune['kept_whole'])}" if prune["kept_whole"] else ""
+        lines.append(f"\nStructured pruning ({prune['scope']}, {prune['importance']}): channels kept {kept}{left}.")
+    tune = comp.get("finetune")
+    if tune:
+        lines.append(f"\nFine-tuned on the teacher's outputs ({tune['rows']} rows): {tune['steps']} of "
+                     f"{tune['steps_asked']} steps in {tune['seconds']:.1f} s (stopped by {tune['stopped_by']}), "
+                     f"loss {tune['loss_first']:.4g} -> {tune['loss_last']:.4g}.")  # fmt: skip
+    lat = comp["latency_torch"]
+    lines.append(f"\ntorch p50 at batch 1: {lat['p50_ms_dense']:.3f} ms -> {lat['p50_ms_pruned']:.3f} ms "
+                 f"(ratio {lat['ratio']:.2f}).")  # fmt: skip
+    return lines
+
+
 def _search_lines(search: dict[str, Any] | None) -> list[str]:
     """The `auto` search: every candidate with its figures, and which won."""
     if not search:
@@ -229,5 +269,7 @@ def _search_lines(search: dict[str, Any] | None) -> list[str]:
         figures = ", ".join(f"{k} {v:.4f}" for k, v in c["figures"].items())
         p50 = "-" if c["p50_b1_ms"] is None else f"{c['p50_b1_ms']:.3f}"
         size = c["size_bytes"] / 1e6
-        lines.append(f"| {c['name']} | {verdict} | {figures} | {p50} | {size:.2f} | {c['seconds']:.1f} |")
+        trained = f" (trained {c['trained_s']:.1f} s, MACs x{c['macs_ratio']:.2f})" if "trained_s" in c else ""
+        name = c["name"] + trained
+        lines.append(f"| {name} | {verdict} | {figures} | {p50} | {size:.2f} | {c['seconds']:.1f} |")
     return lines

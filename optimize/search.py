@@ -10,6 +10,11 @@ can, and falls back to fp32 only when no int8 variant keeps the gate. No candida
 time budget is spent. Among the candidates that pass, the fastest wins; one within 5% of it that
 comes earlier in the list wins instead, so timing noise does not flip a build between near-equal
 variants.
+
+A recipe that sets `finetune` grants auto a training budget: for a model whose code it has (a state_dict
+with its factory) two more candidates are tried after the int8 variants, each fine-tuned on the
+teacher's outputs and then int8 like the first: the model with half its channels removed (structured
+pruning), and the model distilled into half its repeated blocks. Their rows say how long training took.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from optimize.errors import GateFailed
+from optimize.errors import GateFailed, OptimizeError
 from optimize.fidelity import check_name
-from optimize.recipe import Recipe
+from optimize.recipe import DistillSpec, PruneSpec, Recipe
 
 NEAR_EQUAL = 1.05  # a candidate this close to the fastest, and earlier in the list, wins
 SENSITIVITY_ROWS = 16
@@ -31,8 +36,12 @@ NO_FUSIONS = "no transformer fusions"
 WEIGHT_OPS = {"MatMul", "Gemm", "Conv", "Attention", "Gather", "LSTM"}
 
 
-def candidates(base: Recipe, has_calibration: bool) -> list[tuple[str, Recipe]]:
-    """(name, recipe) in the order they are tried; the base recipe's own settings come first."""
+STRUCTURED = PruneSpec(method="structured", amount=0.5)
+
+
+def candidates(base: Recipe, has_calibration: bool, blocks: int | None = None) -> list[tuple[str, Recipe]]:
+    """(name, recipe) in the order they are tried; the base recipe's own settings come first. `blocks`: the
+    length of the model's stack of repeated blocks when auto may train (None: no trained candidates)."""
     from optimize.hardware import plan_int8
 
     plain = base.model_copy(update={"search": None, "name": base.name})
@@ -53,6 +62,12 @@ def candidates(base: Recipe, has_calibration: bool) -> list[tuple[str, Recipe]]:
         out.append((NO_FUSIONS, variant(transformer_fusions=False)))
     if has_calibration and q.mode != "static_int8":
         out.append(("static-int8", variant(mode="static_int8")))
+    if blocks is not None and plain.finetune is not None:
+        first = out[0][1]
+        out.append(("structured 50% + fine-tune", first.model_copy(update={"prune": STRUCTURED})))
+        if blocks >= 2:
+            half = DistillSpec(layers=blocks // 2)
+            out.append((f"distilled to {blocks // 2} of {blocks} blocks", first.model_copy(update={"distill": half})))
     out.append(("fp32", variant(mode="none")))
     return out
 
@@ -64,7 +79,7 @@ def run(base: Recipe, ctx: Any) -> tuple[Any, dict[str, Any]]:
     start = time.monotonic()
     tried: list[dict[str, Any]] = []
     variants: list[tuple[dict[str, Any], Any]] = []
-    queue = candidates(base, has_calibration=ctx.cal is not None)
+    queue = candidates(base, has_calibration=ctx.cal is not None, blocks=_trainable_blocks(base, ctx))
     fallback = queue.pop()  # fp32: the last resort, tried last
     while queue:
         name, recipe = queue.pop(0)
@@ -105,7 +120,22 @@ def _try(name: str, recipe: Recipe, ctx: Any, spec: Any, start: float, total: in
         return
     ctx.say(f"auto {len(tried) + 1}/{total}: {name}")
     began = time.monotonic()
-    variant = ctx.variant(recipe, ctx.work / "search" / f"c{len(tried) + 1}")
+    where = ctx.work / "search" / f"c{len(tried) + 1}"
+    trained = None
+    if recipe.prune.method != "none" or recipe.distill is not None:
+        from dataclasses import replace
+
+        from optimize import compress
+
+        try:
+            working, trained = compress.run(recipe, ctx.compress_inputs, ctx.say)
+        except OptimizeError as exc:  # e.g. nothing to prune in this model: a candidate that does not apply
+            tried.append({"name": name, "skipped": str(exc)})
+            return
+        variant = replace(ctx, working=working, exports={}, sequences={}).variant(recipe, where)
+        variant.compression = trained
+    else:
+        variant = ctx.variant(recipe, where)
     checks = variant.fidelity["checks"]
     passed = all(c["passed"] for c in checks)
     several = len(variant.fidelity["outputs"]) > 1
@@ -114,9 +144,24 @@ def _try(name: str, recipe: Recipe, ctx: Any, spec: Any, start: float, total: in
            "figures": {check_name(c, several): round(c["value"], 6) for c in checks},
            "p50_b1_ms": ctx.latency(variant.path, spec.iterations) if passed else None,
            "size_bytes": variant.path.stat().st_size}  # fmt: skip
+    if trained is not None:
+        row["trained_s"] = trained["finetune"]["seconds"]
+        row["macs_ratio"] = round(trained["stages"][-1]["macs"] / trained["stages"][0]["macs"], 4)
     row["seconds"] = round(time.monotonic() - began, 2)
     tried.append(row)
     variants.append((row, variant))
+
+
+def _trainable_blocks(base: Recipe, ctx: Any) -> int | None:
+    """The model's number of repeated blocks (0: none) when auto may train candidates: the recipe grants a
+    budget (finetune), the model's code is at hand and there are rows to train on; else None."""
+    given = ctx.compress_inputs
+    if base.finetune is None or given is None or not given.training or ctx.src.format != "state_dict":
+        return None
+    from optimize.students import block_stack
+
+    stack = block_stack(ctx.src.model)
+    return len(stack[1]) if stack else 0
 
 
 def _fused(ctx: Any) -> bool:

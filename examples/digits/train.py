@@ -3,7 +3,8 @@ held-out validation split and a calibration split.
 
 python -m examples.digits.train --out examples/digits/build [--force]
 writes model.pt (TorchScript), model_state.pt (state_dict for
---factory examples.digits.model:build), validation.npz, calibration.npz.
+--factory examples.digits.model:build), validation.npz, calibration.npz and
+training.npz (the training split's inputs: rows to fine-tune a compressed model on).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from examples import _build
 
-FILES = ("model.pt", "model_state.pt", "validation.npz", "calibration.npz")
+FILES = ("model.pt", "model_state.pt", "validation.npz", "calibration.npz", "training.npz")
 
 
 def dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +62,7 @@ def write(out: Path) -> None:
     torch.save(model.state_dict(), out / "model_state.pt")
     np.savez(out / "validation.npz", x=x[val], y=y[val])
     np.savez(out / "calibration.npz", x=x[cal], y=y[cal])
+    np.savez(out / "training.npz", x=x[train])
 
 
 if __name__ == "__main__":

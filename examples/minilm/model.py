@@ -42,6 +42,14 @@ def pretrained(path: Path | None = None) -> SentenceEmbedder:
     return SentenceEmbedder(encoder).eval()
 
 
+def architecture() -> SentenceEmbedder:
+    """Factory for the state_dict (model_state.pt): all-MiniLM-L6-v2's architecture from its config.json,
+    weights left to the state_dict."""
+    from transformers import BertConfig, BertModel
+
+    return SentenceEmbedder(BertModel(BertConfig.from_pretrained(str(model_path())), add_pooling_layer=True)).eval()
+
+
 def export(model: SentenceEmbedder, example: tuple[Tensor, ...], out: Path) -> None:
     """Save as a torch.export program whose batch and sequence length are dynamic (up to the encoder's
     position table), as a tokenizer's batches vary in both."""

@@ -8,7 +8,8 @@ the label has a clear margin and the model can be confident.
 python -m examples.text.train --out examples/text/build [--force] writes
 model.pt (traced TorchScript), model.pt2 (torch.export, dynamic batch),
 model_state.pt (state_dict for --factory examples.text.model:build),
-validation.npz and calibration.npz (x int64 token ids, y int64).
+validation.npz and calibration.npz (x int64 token ids, y int64), training.npz (the training
+set's token ids: rows to fine-tune or distill a compressed model on).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from examples import _build
 
-FILES = ("model.pt", "model.pt2", "model_state.pt", "validation.npz", "calibration.npz")
+FILES = ("model.pt", "model.pt2", "model_state.pt", "validation.npz", "calibration.npz", "training.npz")
 KEYWORDS = 4  # tokens 0..3 are the class keywords; the rest is filler
 PLANTED = 6
 MAX_DISTRACT = 4
@@ -84,6 +85,7 @@ def write(out: Path) -> None:
     torch.save(model.state_dict(), out / "model_state.pt")
     np.savez(out / "validation.npz", x=xv, y=yv)
     np.savez(out / "calibration.npz", x=xc, y=yc)
+    np.savez(out / "training.npz", x=x)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,47 @@ def build_tiny_encoder() -> nn.Module:
     return TextEncoder(Config(vocab=32, seq_len=16, hidden=64, heads=2, ffn=128, layers=2, classes=CLASSES))
 
 
+def build_deep_encoder() -> nn.Module:
+    """Factory: the text example's encoder with 4 blocks of width 64 over 16 tokens (a distillation teacher)."""
+    from examples.text.model import Config, TextEncoder
+
+    return TextEncoder(Config(vocab=32, seq_len=16, hidden=64, heads=2, ffn=128, layers=4, classes=CLASSES))
+
+
+def trained_deep_encoder() -> nn.Module:
+    """build_deep_encoder trained on the text example's keyword task (16 tokens) for a few seconds."""
+    from examples.text.train import make_data
+
+    torch.manual_seed(0)
+    x, y = make_data(512, seed=0, seq_len=16)
+    model = build_deep_encoder()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for step in range(120):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(xt)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+        opt.step()
+    return model.eval()
+
+
+def small_student() -> nn.Module:
+    """A distillation student for the MLP: one hidden layer of 16."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, CLASSES))
+
+
+def student_with_other_outputs() -> nn.Module:
+    """A student whose outputs do not match the MLP's (3 classes instead of 4)."""
+    return nn.Sequential(nn.Linear(FEATURES, 3))
+
+
+def student_with_other_inputs() -> nn.Module:
+    """A student that takes 8 features instead of the MLP's 16."""
+    return nn.Sequential(nn.Linear(8, CLASSES))
+
+
 SEQ_FEATURES, SEQ_STEPS, SEQ_CLASSES = 8, 12, 6
 
 

@@ -60,7 +60,7 @@ def test_failures_exit_non_zero_with_one_line(mlp, tmp_path, args, code, match):
     extra = tmp_path / "extra.yaml"
     extra.write_text("prune:\n  speed: 11\n")
     gate = tmp_path / "gate.yaml"
-    gate.write_text("prune: {method: structured, amount: 0.9}\nquantize: {mode: none}\n")
+    gate.write_text("prune: {method: global_unstructured, amount: 0.97}\nquantize: {mode: none}\n")
     values = {
         "junk": junk,
         "ts": mlp["torchscript"],

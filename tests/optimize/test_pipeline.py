@@ -97,8 +97,8 @@ def test_without_validation_data_needs_shapes_and_skips_the_gate(mlp, tmp_path):
 
 
 def test_gate_failure_publishes_nothing(mlp, tmp_path):
-    # Removing 90% of every hidden layer's rows wrecks the model; the baseline is the unpruned original.
-    recipe = fast_recipe(prune=PruneSpec(method="structured", amount=0.9), gate=GateSpec())
+    # Zeroing 97% of the weights wrecks the model; the baseline is the unpruned original.
+    recipe = fast_recipe(prune=PruneSpec(method="global_unstructured", amount=0.97), gate=GateSpec())
     with pytest.raises(GateFailed, match=r"accuracy gate failed: .*top-1 accuracy dropped .* nothing was published"):
         build(mlp["torchscript"], recipe, tmp_path / "gated", mlp["validation"])
     assert leftovers(tmp_path, "gated") == []
@@ -120,7 +120,7 @@ def _bad(tmp_path, **arrays):
         ("recipe_shape_mismatch", r"shape mismatch: recipe export.input_shapes\['x'\] is \[9\]"),
         ("static_without_calibration", "needs a calibration set"),
         ("missing_model", "does not exist"),
-        ("prune_onnx", "prune needs a torch source"),
+        ("prune_onnx", "prune and distill need a torch source"),
     ],
 )
 def test_bad_input_fails_fast_and_leaves_nothing(mlp, tmp_path, case, match):

@@ -31,17 +31,6 @@ def test_global_unstructured_prune_hits_the_amount(mlp, fmt):
     assert sum(int((w == 0).sum()) for w in weights.values()) > 0
 
 
-def test_structured_prune_zeroes_whole_rows_and_keeps_the_output_layer(mlp):
-    src = sources.load(mlp["torchscript"])
-    prune.apply(src, PruneSpec(method="structured", amount=0.25))
-    weights = prune.prunable(src)
-    names = list(weights)
-    first = weights[names[0]]
-    zero_rows = int((first.abs().sum(dim=1) == 0).sum())
-    assert zero_rows == round(0.25 * first.shape[0])
-    assert int((weights[names[-1]] == 0).sum()) == 0
-
-
 def test_pruned_weights_reach_the_onnx_model(mlp, tmp_path):
     src = sources.load(mlp["exported_program"])
     prune.apply(src, PruneSpec(method="global_unstructured", amount=0.5))
