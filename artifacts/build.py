@@ -35,7 +35,7 @@ from .store import ArtifactStoreError, open_store, sha256_file
 
 # Inputs that change what gets built; a change in any of them rebuilds.
 CONTENT_KEYS = ("modelName", "sourceSha256", "factory", "recipe", "validationSha256", "calibrationSha256",
-                "toolVersions")
+                "trainingSha256", "toolVersions")
 # Inputs that change where the artifact lives; a change republishes (usually a cache hit).
 LOCATION_KEYS = ("storeUri", "storeRegion", "storeEndpoint")
 ARTIFACT_FILES = ("model.onnx", "report.json", "summary.md", "chart.png")
@@ -91,15 +91,19 @@ def build_and_publish(props: dict[str, Any]) -> dict[str, Any]:
     source = _verified(project_dir, props["sourcePath"], props["sourceSha256"], "model.source")
     validation = _optional(project_dir, props, "validation")
     calibration = _optional(project_dir, props, "calibration")
+    training = _optional(project_dir, props, "training")
 
     from optimize.pipeline import build
     from optimize.recipe import Recipe
+
+    from .engine_log import progress_logger
 
     scratch = Path(tempfile.mkdtemp(prefix="modelstack-build-"))
     try:
         out = scratch / "artifact"
         report = build(source, Recipe.from_dict(props["recipe"]), out, validation=validation,
-                       calibration=calibration, factory=props.get("factory"), name=props["modelName"])
+                       calibration=calibration, factory=props.get("factory"), name=props["modelName"],
+                       training=training, progress=progress_logger(f"OptimizedModel {props['modelName']}"))  # fmt: skip
         files = {name: out / name for name in ARTIFACT_FILES if (out / name).is_file()}
         uri = store.publish(report["digest"], files)
         store.record(key, report["digest"])

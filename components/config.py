@@ -68,6 +68,8 @@ class ModelSection(_Section):
     sha256: str | None = None
     validation_data: str | None = None
     calibration_data: str | None = None
+    # Rows to fine-tune a pruned or distilled model on (recipe finetune/distill); no labels needed.
+    training_data: str | None = None
     name: str | None = None
     # The CPU of the nodes that serve it, when the build machine is not one of them: int8 is built for it.
     target_cpu: CpuTarget | None = None
@@ -494,6 +496,12 @@ def _check_model(cfg: StackConfig, where: str) -> list[str]:
     if cfg.recipe.needs_calibration and not m.calibration_data:
         out.append(f"{where}: {p}:model.calibrationData: recipe '{cfg.recipe_spec}' quantizes statically and needs a "
                    "calibration set (.npz with the input under 'x'); set it or use int8-dynamic")
+    if m.training_data and not cfg.recipe.trains:
+        out.append(f"{where}: {p}:model.trainingData: recipe '{cfg.recipe_spec}' trains nothing (no finetune or "
+                   "distill); remove trainingData or use a recipe that fine-tunes")
+    if cfg.recipe.trains and not (m.training_data or m.calibration_data):
+        out.append(f"{where}: {p}:model.trainingData: recipe '{cfg.recipe_spec}' fine-tunes the compressed model and "
+                   "needs rows to train on (.npz, inputs only); set trainingData or calibrationData")
     if m.resolved_format == "state_dict" and not m.factory:
         out.append(f"{where}: {p}:model.factory: a state_dict source needs 'package.module:function' that builds "
                    "the architecture")
@@ -596,7 +604,7 @@ def _check_files(cfg: StackConfig, where: str) -> list[str]:
     out = []
     m = cfg.model
     files = {} if m is None else {"model.source": m.source, "model.validationData": m.validation_data,
-                                  "model.calibrationData": m.calibration_data}
+                                  "model.calibrationData": m.calibration_data, "model.trainingData": m.training_data}
     for key, value in files.items():
         if value is None or value.startswith("s3://"):
             continue

@@ -37,7 +37,7 @@ from .dynamic_provider import ProjectWorkerProvider, ship_by_value
 FIGURE_KEYS = (*(check.output for check in gate_table.CHECKS), "task", gate_table.METRICS_OUTPUT)
 OUTPUT_KEYS = ("digest", "artifactUri", "buildKey", "cacheHit", "sizeRatio", *FIGURE_KEYS, "latencyP50Ms",
                "latencyP99Ms", "baselineLatencyP50Ms")
-TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")
+TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning")
 
 
 class OptimizedModelProvider(ProjectWorkerProvider):
@@ -93,6 +93,8 @@ class OptimizedModelArgs:
     validation_sha256: str | None = None
     calibration_path: str | None = None
     calibration_sha256: str | None = None
+    training_path: str | None = None
+    training_sha256: str | None = None
     store_region: str | None = None
     store_endpoint: str | None = None
 
@@ -126,6 +128,8 @@ class OptimizedModelArgs:
             validation_sha256=digest(m.validation_data),
             calibration_path=m.calibration_data,
             calibration_sha256=digest(m.calibration_data),
+            training_path=m.training_data,
+            training_sha256=digest(m.training_data),
         )
 
     def props(self) -> dict[str, Any]:
@@ -133,7 +137,8 @@ class OptimizedModelArgs:
             "modelName": self.model_name, "sourcePath": self.source_path, "sourceSha256": self.source_sha256,
             "factory": self.factory, "recipe": self.recipe, "validationPath": self.validation_path,
             "validationSha256": self.validation_sha256, "calibrationPath": self.calibration_path,
-            "calibrationSha256": self.calibration_sha256, "toolVersions": self.tool_versions,
+            "calibrationSha256": self.calibration_sha256, "trainingPath": self.training_path,
+            "trainingSha256": self.training_sha256, "toolVersions": self.tool_versions,
             "storeUri": self.store_uri, "storeRegion": self.store_region, "storeEndpoint": self.store_endpoint,
             "projectDir": self.project_dir,
         }

@@ -46,6 +46,12 @@ IMAGE = re.compile(r"^(?P<registry>[^/]+)/(?P<repo>[^:@]+):(?P<tag>[^@]+)@(?P<di
 # What the failing-gate step builds: 90% of the weights pruned away cannot keep 99% agreement.
 FAILING_RECIPE = {"name": "prune90-int8", "prune": {"method": "global_unstructured", "amount": 0.9},
                   "quantize": {"mode": "dynamic_int8"}}
+# Half the channels removed, then fine-tuned on the teacher's outputs (step 14): the user states the gate.
+FINETUNE_RECIPE = {"name": "structured50-finetune", "prune": {"method": "structured", "amount": 0.5},
+                   "finetune": {"steps": 1000, "time_budget_s": 300}, "gate": {"min_agreement": 0.98}}
+# The model as a state_dict with its factory (structured pruning needs the code), and rows to train on.
+STATE_DICT_MODEL = {"source": "examples/digits/build/model_state.pt", "format": "state_dict",
+                    "factory": "examples.digits.model:build", "trainingData": "examples/digits/build/training.npz"}
 
 
 def namespace(stack: Stack) -> str:
@@ -484,13 +490,47 @@ def test_13_a_failed_gate_fails_the_update_before_any_image(stack: Stack, tmp_pa
     assert stack.outputs()["image"] == before["image"]
 
 
+def test_14_a_fine_tuned_build_shows_its_training_and_a_second_up_trains_nothing(stack: Stack,
+                                                                                tmp_path: Path) -> None:
+    before = stack.outputs()
+    recipe = tmp_path / "structured-finetune.yaml"
+    recipe.write_text(json.dumps(FINETUNE_RECIPE))
+    model = {k: stack.pulumi("config", "get", "--path", f"model.{k}").output.strip() for k in ("source", "format")}
+    try:
+        for key, value in STATE_DICT_MODEL.items():
+            stack.pulumi("config", "set", "--path", f"model.{key}", value)
+        stack.pulumi("config", "set", "recipe", str(recipe))
+        preview = stack.pulumi("preview", "--diff", timing="14 preview --diff (fine-tuned build)")
+        assert "recipe.prune.method: none -> structured" in preview.output, preview.output[-3000:]
+        up = stack.pulumi("up", "--yes", timing="14 up (structured pruning, fine-tune, canary)", timeout=1800)
+        # The provider's progress reaches pulumi up: the training steps, then the stages after them.
+        assert "OptimizedModel digits: finetune: step 1000/1000" in up.output, up.output[-3000:]
+        assert "OptimizedModel digits: validate" in up.output
+        after = stack.outputs()
+        assert after["recipe"] == FINETUNE_RECIPE["name"] and after["modelDigest"] != before["modelDigest"]
+        assert after["agreement"] >= 0.98
+        assert_rolled_out(stack, after["image"])
+        again = stack.pulumi("up", "--yes", "--expect-no-changes", timing="14 up again (nothing to train)")
+        assert "finetune" not in again.output
+    finally:
+        for key, value in model.items():
+            stack.pulumi("config", "set", "--path", f"model.{key}", value)
+        for key in ("factory", "trainingData"):
+            stack.pulumi("config", "rm", "--path", f"model.{key}")
+        stack.pulumi("config", "set", "recipe", "int8-static")
+    FIGURES["14 fine-tuned build"] = (
+        f"up {stack.timings['14 up (structured pruning, fine-tune, canary)']:.0f} s (build with 1000 training "
+        f"steps, image, canary); agreement {after['agreement']:.4f}; second up "
+        f"{stack.timings['14 up again (nothing to train)']:.1f} s")
+
+
 PRIVILEGED_POD = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "privileged-probe"},
     "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}]},
 }
 
 
-def test_14_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
+def test_15_the_api_server_refuses_a_privileged_pod_in_the_namespace(stack: Stack, tmp_path: Path) -> None:
     ns = kube_json(stack.env, "get", "namespace", namespace(stack))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     manifest = tmp_path / "pod.json"
@@ -544,7 +584,7 @@ def probe(stack: Stack, namespace_: str, url: str, tmp_path: Path, script: str =
     return kubectl(stack.env, "logs", "-n", namespace_, name).output
 
 
-def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: Stack, tmp_path: Path) -> None:
+def test_16_the_network_policy_is_enforced_other_namespaces_are_refused(stack: Stack, tmp_path: Path) -> None:
     """kube-router's network-policy controller (local-cluster/) enforces what the stack renders."""
     url = f"http://digits.{namespace(stack)}.svc.cluster.local:8080/v2/health/ready"
     outsider = f"{namespace(stack)}-outsider"
@@ -571,14 +611,14 @@ def test_15_the_network_policy_is_enforced_other_namespaces_are_refused(stack: S
         targets = http_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
     serving = [t for t in targets if t["labels"].get("job") == "digits"]
     assert serving and all(t["health"] == "up" for t in serving), serving
-    FIGURES["15 NetworkPolicy"] = (
+    FIGURES["16 NetworkPolicy"] = (
         f"from {outsider}: {refused.splitlines()[-1]} (after {refused_s:.0f} s, pod start included); "
         f"from {namespace(stack)}: allowed; out of a serving pod: {egress.splitlines()[-1]}; Prometheus: "
         f"{len(serving)} serving targets up")
 
 
-def test_16_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
-    stack.pulumi("destroy", "--yes", timing="16 destroy", timeout=900)
+def test_17_destroy_leaves_nothing_then_the_stack_is_removed(stack: Stack) -> None:
+    stack.pulumi("destroy", "--yes", timing="17 destroy", timeout=900)
     ns = kubectl(stack.env, "get", "namespace", namespace(stack), check=False)
     assert ns.returncode != 0 and "NotFound" in ns.output
     left = kubectl(stack.env, "get", "all,configmap,secret,serviceaccount,networkpolicy,role,rolebinding",

@@ -77,6 +77,8 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
     ("static-int8-without-calibration", "dev",
      lambda c: (setting("recipe", "int8-static")(c), c["modelstack:model"].pop("calibrationData")),
      ["modelstack:model.calibrationData", "int8-static"]),
+    ("training-data-nothing-trains", "dev", setting("recipe", "int8-dynamic"),
+     ["modelstack:model.trainingData", "recipe 'int8-dynamic' trains nothing"]),
     ("missing-model-file", "dev", setting("model.source", "models/nope.pt"),
      ["modelstack:model.source", "models/nope.pt", "does not exist"]),
     ("eks-without-region", "prod", lambda c: c["modelstack:cluster"].pop("region"),

@@ -19,7 +19,11 @@ def test_optimized_model_inputs_are_content_digests_and_the_recipe(program, stac
     cfg = stack_config(stack)["modelstack:model"]
     assert model["sourceSha256"] == sha256_file(ROOT / cfg["source"])
     assert model["validationSha256"] == sha256_file(ROOT / cfg["validationData"])
-    assert model["recipe"]["name"] == stack_config(stack)["modelstack:recipe"]
+    assert model.get("trainingSha256") == (sha256_file(ROOT / cfg["trainingData"]) if "trainingData" in cfg else None)
+    recipe = stack_config(stack)["modelstack:recipe"]
+    from optimize.recipe import load_recipe
+
+    assert model["recipe"]["name"] == load_recipe(recipe, ROOT).name  # a preset by name, or a file of the project
     assert set(model["toolVersions"]) >= {"torch", "onnx", "onnxruntime", "optimize"}
     assert model["storeUri"] == stack_config(stack)["modelstack:artifacts"]["store"]
     assert "__provider" in model  # the pickled provider the engine will run
