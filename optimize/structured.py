@@ -8,7 +8,11 @@ What is left whole, and why:
   width, which its position table and every block share;
 - a group of several Linear outputs that are reshaped together (attention's query, key and value): cutting
   them by neuron instead of by whole head breaks the head split, and the model's code holds the head count.
-A transformer gets faster by its FFN neurons here, and by fewer layers with distillation (optimize.students).
+  Where the code reads the head count from the tensor, as Hugging Face's BERT-style self-attention does
+  (`view(..., -1, attention_head_size)`), whole heads are removed instead, `amount` of them per layer, and
+  the module's `num_attention_heads` follows.
+A transformer gets faster by its FFN neurons and heads here, and by fewer layers with distillation
+(optimize.students).
 """
 
 from __future__ import annotations
@@ -48,10 +52,13 @@ def prune(module: Any, example: tuple[Any, ...], spec: PruneSpec, loss: Any = No
         tp.importance.TaylorImportance() if spec.importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
     )
     outputs = _output_layers(module, example)
+    attention = _head_counted_attention(module)
+    heads = {getattr(m, p): m.num_attention_heads for m in attention for p in ("query", "key", "value")}
     pruner = tp.pruner.MetaPruner(
         module, example, importance=importance, pruning_ratio=spec.amount, ignored_layers=outputs,
         global_pruning=spec.scope == "global", max_pruning_ratio=MAX_GLOBAL_AMOUNT,
-        unwrapped_parameters=_bare_parameters(module),
+        unwrapped_parameters=_bare_parameters(module), num_heads=heads, prune_num_heads=bool(heads),
+        prune_head_dims=False, head_pruning_ratio=spec.amount,
     )  # fmt: skip
     if spec.importance == "taylor":
         if loss is None:
@@ -65,21 +72,25 @@ def prune(module: Any, example: tuple[Any, ...], spec: PruneSpec, loss: Any = No
     plans = []
     for group in groups:
         layers = [(dep.target.module, dep.handler, idxs) for dep, idxs in group]
-        why = _left_whole(layers)
-        root = layers[0][0]
+        why = _left_whole(layers, set(heads))
         if why:
             kept_whole.add(why)
             continue
+        # The layer whose outputs go (a group's first entry may be the next layer's inputs, or an operation).
+        root, _, idxs = next((e for e in layers if _cuts_outputs(e[1]) and _out_channels(e[0])), layers[0])
         width = _out_channels(root)
-        if width is not None and len(layers[0][2]) >= width:
+        if width is not None and len(idxs) >= width:
             raise OptimizeError(
                 f"prune.amount {spec.amount} with scope {spec.scope} would remove every channel of "
                 f"'{names.get(root, type(root).__name__)}' ({width} of {width}); lower the amount or use scope layer"
             )
-        plans.append((group, root, len(layers[0][2]), width))
+        plans.append((group, root, len(idxs), width))
     for group, root, cut, width in plans:
         group.prune()
         removed[names.get(root, type(root).__name__)] = [width, width - cut] if width is not None else [cut]
+    for m in attention:  # whole heads went: the module's bookkeeping follows
+        m.num_attention_heads = m.query.out_features // m.attention_head_size
+        m.all_head_size = m.query.out_features
     module.zero_grad(set_to_none=True)
     for p in module.parameters():
         p.grad = None
@@ -108,19 +119,35 @@ def prune(module: Any, example: tuple[Any, ...], spec: PruneSpec, loss: Any = No
     }
 
 
-def _left_whole(layers: list[tuple[Any, Any, Any]]) -> str | None:
-    """Why a group is not pruned (see the module docstring), or None."""
+def _left_whole(layers: list[tuple[Any, Any, Any]], head_counted: set[Any]) -> str | None:
+    """Why a group is not pruned (see the module docstring), or None; `head_counted`: projections whose heads
+    may go whole."""
     from torch import nn
 
     kinds = [type(m).__name__ for m, _, _ in layers]
     if any(k in RESIDUAL_WIDTH for k in kinds) or any(isinstance(m, nn.Parameter) for m, _, _ in layers):
         return "residual width (LayerNorm/embedding)"
-    outs = {m for m, handler, _ in layers
-            if isinstance(m, nn.Linear) and "out_channels" in getattr(handler, "__name__", "")}  # fmt: skip
+    outs = {m for m, handler, _ in layers if isinstance(m, nn.Linear) and _cuts_outputs(handler)}
     reshaped = any(k == "_ReshapeOp" for k in kinds)
-    if len(outs) >= 2 and reshaped:
+    if len(outs) >= 2 and reshaped and not outs <= head_counted:
         return "attention projections (heads)"
     return None
+
+
+def _cuts_outputs(handler: Any) -> bool:
+    return "out_channels" in getattr(handler, "__name__", "")
+
+
+def _head_counted_attention(module: Any) -> list[Any]:
+    """Self-attention modules that read their head count from the tensor (Hugging Face's BERT family:
+    query/key/value Linear layers, `num_attention_heads`, `attention_head_size`)."""
+    from torch import nn
+
+    def counted(m: Any) -> bool:
+        return all(isinstance(getattr(m, a, None), int) for a in ("num_attention_heads", "attention_head_size"))
+
+    return [m for m in module.modules()
+            if counted(m) and all(isinstance(getattr(m, p, None), nn.Linear) for p in ("query", "key", "value"))]
 
 
 def _out_channels(layer: Any) -> int | None:

@@ -279,3 +279,25 @@ def test_auto_with_a_training_budget_also_tries_pruned_and_distilled_candidates(
     # The report's compression section is the chosen candidate's: present exactly when it was trained.
     assert (report["compression"] is not None) == ("trained_s" in chosen)
     assert report["compression"] is None or report["compression"]["finetune"]["steps"] == 60
+
+
+def test_a_bert_loses_whole_heads_and_ffn_neurons_and_keeps_its_width():
+    model = arch.bert().eval()
+    ids, mask = torch.randint(5, 100, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    stats = structured.prune(model, (ids, mask), PruneSpec(method="structured", amount=0.5))
+    for block in model.encoder.encoder.layer:
+        att = block.attention.self
+        assert (att.num_attention_heads, att.query.out_features, att.attention_head_size) == (2, 64, 32)
+        assert block.intermediate.dense.out_features == 256
+    assert stats["macs_ratio"] < 0.6 and "residual width (LayerNorm/embedding)" not in stats["layers"]
+    assert model(ids, mask).shape == (2, 128)  # the embedding's width is the residual's: kept
+
+
+def test_an_encoder_that_splits_heads_by_its_own_count_keeps_its_attention_whole():
+    # The text example's blocks view q/k/v as (heads, width // heads) of the residual width: removing heads
+    # would break that arithmetic, so only the FFN neurons go.
+    model = models.trained_deep_encoder()
+    stats = structured.prune(model, (torch.zeros(2, 16, dtype=torch.long),), PruneSpec(method="structured", amount=0.5))
+    assert "attention projections (heads)" in stats["kept_whole"]
+    assert set(stats["layers"]) == {f"blocks.{i}.fc1" for i in range(4)}
+    assert all(b.q.out_features == 64 for b in model.blocks)
