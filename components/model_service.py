@@ -245,7 +245,14 @@ class ModelService(pulumi.ComponentResource):
                 opts=child)
             workload_kind = ("apps/v1", "Deployment")
         else:
-            self._rollout(name, args, workload_meta, select, template, settings, child)
+            # Deleted in the background: a foreground delete marks the Rollout first, and the kubernetes
+            # provider (4.25.0) reads that event's status with kstatus, which fails on Argo's string
+            # observedGeneration and crashes the provider (a nil result; seen in `make e2e`). In the background
+            # the object goes at once, so its await sees it gone; its ReplicaSets and pods follow by GC.
+            background = {"pulumi.com/patchForce": "true", "pulumi.com/deletionPropagationPolicy": "background"}
+            rollout_meta = k8s.meta.v1.ObjectMetaArgs(name=args.model_name, namespace=namespace, labels=labels,
+                                                      annotations=background)
+            self._rollout(name, args, rollout_meta, select, template, settings, child)
             workload_kind = (ROLLOUTS_API, "Rollout")
         service = k8s.core.v1.Service(
             f"{name}-service",
