@@ -82,11 +82,16 @@ def run(recipe: Recipe, given: Inputs, say: Callable[[str], None]) -> tuple[sour
     working.input_names = src.input_names
     stages: list[dict[str, Any]] = [{"stage": "source", **_size(src.runner(), example)}]
     report: dict[str, Any] = {"stages": stages}
+    hidden = None  # block outputs the student learns too (optimize.finetune.Hidden)
     if recipe.distill is not None:
         from optimize import students
 
         teacher = working.model if working.format == "state_dict" else None
         student, report["distill"] = students.make(teacher, recipe.distill, example)
+        if report["distill"]["kind"] == "layers":
+            from optimize.finetune import Hidden
+
+            hidden = Hidden(teacher, students.block_pairs(teacher, student, report["distill"]))
         students.check_outputs(recipe.distill, _shapes(student, example), _shapes(src.runner(), example))
         working = sources.Source(src.path, "state_dict", student, src.input_names, src.optional_inputs)
         stages.append({"stage": "distill", **_size(student, example)})
@@ -106,7 +111,8 @@ def run(recipe: Recipe, given: Inputs, say: Callable[[str], None]) -> tuple[sour
         from optimize import finetune
 
         report["finetune"] = finetune.train(working.model, pools, given.tasks, given.kinds, given.out_batch_axes,
-                                            recipe.finetune, say)  # fmt: skip
+                                            recipe.finetune, say, hidden)  # fmt: skip
+        report["finetune"]["matched_blocks"] = len(hidden.pairs) if hidden else 0
         stages.append({"stage": "finetune", **_size(working.model, example)})
     if working.format == "state_dict":  # trained: inference from here on
         working.model.eval()

@@ -3,6 +3,10 @@ model's outputs (the teacher's) on the calibration and training rows, output by 
 its task calls for: KL divergence of temperature-softened class scores (classification, sequence, ctc),
 cosine and squared error for embeddings, squared error relative to the teacher's scale otherwise.
 
+A student that keeps some of the teacher's blocks (distill.layers) also learns each kept block's output
+from the teacher's block it was initialised from (1 - cosine over the hidden axis, as DistilBERT's hidden-state
+loss): the pooled output alone is a weak signal for a sentence encoder.
+
 Bounded by the recipe (`finetune`): `steps` or `time_budget_s`, whichever comes first; seeded. Weights a
 pruning step zeroed stay zero. On a CUDA GPU when torch sees one (the model comes back to the CPU for export).
 """
@@ -25,6 +29,15 @@ PROGRESS_LINES = 10  # "finetune: step k/n" lines a run reports
 
 
 @dataclass
+class Hidden:
+    """Block outputs a student learns besides the model's outputs: (teacher block, student block) pairs, and
+    the teacher module that runs alongside to produce them."""
+
+    teacher: Any
+    pairs: list[tuple[Any, Any]]
+
+
+@dataclass
 class Pool:
     """Rows to train on (model inputs by name) and the teacher's outputs for them, batch-first."""
 
@@ -36,7 +49,8 @@ class Pool:
 
 
 def train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | None], batch_axes: list[int],
-          spec: FinetuneSpec, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+          spec: FinetuneSpec, say: Callable[[str], None] = lambda _: None,
+          hidden: Hidden | None = None) -> dict[str, Any]:  # fmt: skip
     """Train `student` in place; returns the run's figures and its loss curve."""
     import torch
 
@@ -44,15 +58,19 @@ def train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | N
     rng = np.random.default_rng(spec.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     student.to(device)
+    matched = _BlockOutputs(hidden, device) if hidden is not None else None
     try:
-        return _train(student, pools, tasks, kinds, batch_axes, spec, say, rng, device)
+        return _train(student, pools, tasks, kinds, batch_axes, spec, say, rng, device, matched)
     finally:
+        if matched is not None:
+            matched.close()
         student.to("cpu")
         student.eval()
 
 
 def _train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | None], batch_axes: list[int],
-           spec: FinetuneSpec, say: Callable[[str], None], rng: Any, device: str) -> dict[str, Any]:  # fmt: skip
+           spec: FinetuneSpec, say: Callable[[str], None], rng: Any, device: str,
+           matched: _BlockOutputs | None) -> dict[str, Any]:  # fmt: skip
     import torch
 
     frozen_zeros = _zeros(student)
@@ -66,11 +84,14 @@ def _train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | 
         pool = pools[int(rng.choice(len(pools), p=sizes / sizes.sum()))]
         idx = rng.choice(len(pool), size=spec.batch_size, replace=len(pool) < spec.batch_size)
         args = [torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for v in pool.inputs.values()]
+        if matched is not None:
+            matched.run_teacher(args)
         outs = _outputs(student(*args), batch_axes)
-        return sum(
+        loss = sum(
             _loss(out, torch.from_numpy(target[idx]).to(device), task, kind, spec.temperature)
             for out, target, task, kind in zip(outs, pool.targets, tasks, kinds, strict=True)
         )
+        return loss + matched.loss() if matched is not None else loss
 
     student.train()
     first = _one_step_seconds(student, step_loss)
@@ -111,6 +132,45 @@ def _train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | 
         "curve": curve,
         "spec": spec.model_dump(),
     }
+
+
+class _BlockOutputs:
+    """Forward hooks that keep the paired blocks' outputs of one step, teacher's and student's."""
+
+    def __init__(self, hidden: Hidden, device: str) -> None:
+        hidden.teacher.to(device).eval()
+        self.teacher = hidden.teacher
+        self.got: dict[str, list[Any]] = {"teacher": [], "student": []}
+        self.handles = [block.register_forward_hook(self._keep(side))
+                        for pair in hidden.pairs for side, block in zip(("teacher", "student"), pair, strict=True)]
+
+    def _keep(self, side: str) -> Callable[..., None]:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            from torch.utils import _pytree
+
+            self.got[side].append(next(t for t in _pytree.tree_leaves(output) if hasattr(t, "shape")))
+
+        return hook
+
+    def run_teacher(self, args: list[Any]) -> None:
+        import torch
+
+        self.got = {"teacher": [], "student": []}
+        with torch.no_grad():
+            self.teacher(*args)
+
+    def loss(self) -> Any:
+        """Mean over the pairs of 1 - cosine along the hidden axis, over every position."""
+        import torch.nn.functional as F
+
+        pairs = list(zip(self.got["teacher"], self.got["student"], strict=True))
+        self.got = {"teacher": [], "student": []}
+        return sum((1 - F.cosine_similarity(s.float(), t.float(), dim=-1)).mean() for t, s in pairs) / len(pairs)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.teacher.to("cpu")
 
 
 def _one_step_seconds(student: Any, step_loss: Callable[[], Any]) -> float:

@@ -245,7 +245,8 @@ def _compression_lines(comp: dict[str, Any] | None) -> list[str]:
         lines.append(f"\nStructured pruning ({prune['scope']}, {prune['importance']}): channels kept {kept}{left}.")
     tune = comp.get("finetune")
     if tune:
-        lines.append(f"\nFine-tuned on the teacher's outputs ({tune['rows']} rows): {tune['steps']} of "
+        blocks = f" and its {tune['matched_blocks']} kept blocks' outputs" if tune.get("matched_blocks") else ""
+        lines.append(f"\nFine-tuned on the teacher's outputs{blocks} ({tune['rows']} rows): {tune['steps']} of "
                      f"{tune['steps_asked']} steps in {tune['seconds']:.1f} s (stopped by {tune['stopped_by']}), "
                      f"loss {tune['loss_first']:.4g} -> {tune['loss_last']:.4g}.")  # fmt: skip
     lat = comp["latency_torch"]

@@ -58,6 +58,12 @@ def _fewer_layers(teacher: Any, keep: int) -> tuple[Any, dict[str, Any]]:
     return student, {"kind": "layers", "stack": name, "teacher_layers": len(blocks), "kept": kept}
 
 
+def block_pairs(teacher: Any, student: Any, info: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(teacher block, student block) for each block a `layers` student kept, in order."""
+    mine, theirs = student.get_submodule(info["stack"]), teacher.get_submodule(info["stack"])
+    return [(theirs[i], mine[k]) for k, i in enumerate(info["kept"])]
+
+
 def block_stack(module: Any) -> tuple[str, Any] | None:
     """The longest nn.ModuleList whose children are all of one type (an encoder's layers)."""
     from torch import nn

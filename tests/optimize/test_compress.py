@@ -101,6 +101,7 @@ def test_distilling_an_encoder_into_half_its_blocks_keeps_its_predictions(encode
                    training=encoder["training"])  # fmt: skip
     comp = report["compression"]
     assert comp["distill"] == {"kind": "layers", "stack": "blocks", "teacher_layers": 4, "kept": [0, 3]}
+    assert comp["finetune"]["matched_blocks"] == 2  # each kept block learns its teacher block's output too
     teacher, student = comp["stages"][0], comp["stages"][1]
     assert student["macs"] < 0.55 * teacher["macs"]
     assert report["accuracy"]["agreement"] >= 0.98
@@ -301,3 +302,34 @@ def test_an_encoder_that_splits_heads_by_its_own_count_keeps_its_attention_whole
     assert "attention projections (heads)" in stats["kept_whole"]
     assert set(stats["layers"]) == {f"blocks.{i}.fc1" for i in range(4)}
     assert all(b.q.out_features == 64 for b in model.blocks)
+
+
+def test_a_layers_student_learns_its_kept_blocks_outputs_too():
+    from examples.text.train import make_data
+    from optimize import finetune
+
+    teacher = models.trained_deep_encoder()
+    x = make_data(256, seed=4, seq_len=16)[0]
+    with torch.no_grad():
+        targets = [teacher(torch.from_numpy(x)).numpy()]
+    pool = finetune.Pool({"x": x}, targets)
+
+    def block_cosine(hidden: bool) -> float:
+        student, info = students.make(teacher, DistillSpec(layers=2), (torch.from_numpy(x[:2]),))
+        pairs = students.block_pairs(teacher, student, info)
+        match = finetune.Hidden(teacher, pairs) if hidden else None
+        finetune.train(student, [pool], ["classification"], [None], [0], FinetuneSpec(steps=40, batch_size=16),
+                       hidden=match)  # fmt: skip
+        seen = {}
+        hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: seen.__setitem__(k, out))
+                 for k, m in (("teacher", pairs[-1][0]), ("student", pairs[-1][1]))]  # fmt: skip
+        with torch.no_grad():
+            teacher(torch.from_numpy(x)), student(torch.from_numpy(x))
+        for h in hooks:
+            h.remove()
+        return float(torch.nn.functional.cosine_similarity(seen["student"], seen["teacher"], dim=-1).mean())
+
+    # The student's last block starts as the teacher's block 3 but reads block 0's output, not block 2's: the
+    # hidden-state loss brings what it computes back toward its teacher block's; the output loss alone does not.
+    with_blocks, without = block_cosine(hidden=True), block_cosine(hidden=False)
+    assert with_blocks > without + 0.005, (with_blocks, without)
