@@ -34,6 +34,16 @@ class Inputs:
     threads: int = 2
     tasks: list[str] = field(default_factory=list)  # per output (optimize.fidelity)
     kinds: list[str | None] = field(default_factory=list)  # per output: probability, log-probability or None
+    _pools: list[Any] | None = None  # the teacher's outputs on the training rows, computed once
+
+    def pools(self) -> list[Any]:
+        """The teacher's outputs for every training row, batch-first (auto's trained candidates share them)."""
+        if self._pools is None:
+            from optimize.finetune import Pool
+            from optimize.validate import predict
+
+            self._pools = [Pool(d.inputs, predict(self.baseline_run, d, self.out_batch_axes)) for d in self.training]
+        return self._pools
 
     def targets(self, recipe: Recipe, tasks: list[str] | None, source_out: list[np.ndarray] | None,
                 names: list[str]) -> None:  # fmt: skip
@@ -74,7 +84,7 @@ def run(recipe: Recipe, given: Inputs, say: Callable[[str], None]) -> tuple[sour
     src = given.src
     say("distill" if recipe.distill is not None else "prune")
     example = structured.batches(given.example, 2)
-    pools = _pools(given) if recipe.finetune is not None or recipe.prune.importance == "taylor" else []
+    pools = given.pools() if recipe.finetune is not None or recipe.prune.importance == "taylor" else []
     if recipe.finetune is not None and not pools:
         raise OptimizeError("finetune needs rows to train on: give --calibration or --training (the validation set "
                             "stays held out to judge the result)")  # fmt: skip
@@ -111,7 +121,8 @@ def run(recipe: Recipe, given: Inputs, say: Callable[[str], None]) -> tuple[sour
         from optimize import finetune
 
         report["finetune"] = finetune.train(working.model, pools, given.tasks, given.kinds, given.out_batch_axes,
-                                            recipe.finetune, say, hidden)  # fmt: skip
+                                            recipe.finetune, say, hidden,
+                                            keep_zeros=recipe.prune.method == "global_unstructured")  # fmt: skip
         report["finetune"]["matched_blocks"] = len(hidden.pairs) if hidden else 0
         stages.append({"stage": "finetune", **_size(working.model, example)})
     if working.format == "state_dict":  # trained: inference from here on
@@ -136,16 +147,8 @@ def pruning_section(recipe: Recipe, compression: dict[str, Any] | None) -> dict[
     return {**compression["prune"], "latency": latency}
 
 
-def _pools(given: Inputs) -> list[Any]:
-    """The teacher's outputs for every training row, batch-first."""
-    from optimize.finetune import Pool
-    from optimize.validate import predict
-
-    return [Pool(d.inputs, predict(given.baseline_run, d, given.out_batch_axes)) for d in given.training]
-
-
 def _taylor_loss(pools: list[Any], given: Inputs) -> Callable[[Any], Any]:
-    """The distillation loss on up to 64 calibration rows: what Taylor importance ranks channels by."""
+    """What Taylor importance ranks channels by, on up to 64 training rows: the outputs' energy (see below)."""
     import torch
 
     from optimize import finetune

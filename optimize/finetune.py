@@ -50,8 +50,9 @@ class Pool:
 
 def train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | None], batch_axes: list[int],
           spec: FinetuneSpec, say: Callable[[str], None] = lambda _: None,
-          hidden: Hidden | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train `student` in place; returns the run's figures and its loss curve."""
+          hidden: Hidden | None = None, keep_zeros: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train `student` in place; returns the run's figures and its loss curve. `keep_zeros`: the weights
+    an unstructured pruning step zeroed stay zero."""
     import torch
 
     torch.manual_seed(spec.seed)
@@ -60,7 +61,8 @@ def train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | N
     student.to(device)
     matched = _BlockOutputs(hidden, device) if hidden is not None else None
     try:
-        return _train(student, pools, tasks, kinds, batch_axes, spec, say, rng, device, matched)
+        frozen = _zeros(student) if keep_zeros else []
+        return _train(student, pools, tasks, kinds, batch_axes, spec, say, rng, device, matched, frozen)
     finally:
         if matched is not None:
             matched.close()
@@ -70,10 +72,9 @@ def train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | N
 
 def _train(student: Any, pools: list[Pool], tasks: list[str], kinds: list[str | None], batch_axes: list[int],
            spec: FinetuneSpec, say: Callable[[str], None], rng: Any, device: str,
-           matched: _BlockOutputs | None) -> dict[str, Any]:  # fmt: skip
+           matched: _BlockOutputs | None, frozen_zeros: list[tuple[Any, Any]]) -> dict[str, Any]:  # fmt: skip
     import torch
 
-    frozen_zeros = _zeros(student)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     cosine = lambda s: 0.5 * (1 + np.cos(np.pi * min(s, spec.steps) / spec.steps))  # noqa: E731
@@ -212,17 +213,12 @@ def _log_scores(x: Any, kind: str | None) -> Any:
 
 
 def _zeros(module: Any) -> list[tuple[Any, Any]]:
-    """(weight, mask of its zeros) for weights a pruning step left sparse (over a tenth zero)."""
+    """(weight, mask of its zeros) for every weight matrix and kernel that has zeros."""
     import torch
 
-    found = []
     with torch.no_grad():
-        for p in module.parameters():
-            if p.dim() >= 2 and p.is_floating_point():
-                zero = p == 0
-                if zero.float().mean() > 0.1:
-                    found.append((p, zero))
-    return found
+        masks = [(p, p == 0) for p in module.parameters() if p.dim() >= 2 and p.is_floating_point()]
+    return [(p, zero) for p, zero in masks if bool(zero.any())]
 
 
 def _restore_zeros(frozen: list[tuple[Any, Any]]) -> None:

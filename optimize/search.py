@@ -176,13 +176,14 @@ def _int8_passed(variants: list[tuple[dict[str, Any], Any]]) -> bool:
 
 
 def _closest(variants: list[tuple[dict[str, Any], Any]]) -> Any:
-    """The int8 candidate whose gate checks come closest to passing (least total shortfall)."""
+    """The int8 candidate whose gate checks come closest to passing (least total shortfall), among those built
+    from the source's own export (a trained candidate's graph has other shapes than the fp32 it is compared to)."""
 
     def shortfall(v: Any) -> float:
         return sum(max(0.0, (c["threshold"] - c["value"]) if c["kind"] == "min" else (c["value"] - c["threshold"]))
                    for c in v.fidelity["checks"])  # fmt: skip
 
-    return min((v for r, v in variants if r["mode"] in INT8), key=shortfall)
+    return min((v for r, v in variants if r["mode"] in INT8 and v.compression is None), key=shortfall)
 
 
 def node_sensitivity(fp32: Path, quantized: Path, feed: dict[str, np.ndarray]) -> list[str]:
