@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from optimize.recipe import CpuTarget, Recipe, RecipeError, load_recipe
@@ -234,6 +234,8 @@ class ServingSection(_Section):
     replicas: int = Field(1, ge=1, le=1000)
     namespace: str | None = None
     port: int = Field(8080, ge=1024, le=65535)
+    # The Open Inference Protocol's gRPC service on this port as well (unset: REST only).
+    grpc_port: int | None = Field(None, ge=1024, le=65535)
     gpu: int = Field(0, ge=0, le=16)
     cpu: str = "1"
     memory: str = "1Gi"
@@ -273,6 +275,12 @@ class ServingSection(_Section):
         if bad:
             raise ValueError(f"{bad} are not valid namespace names (DNS-1123 labels)")
         return value
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ServingSection:
+        if self.grpc_port == self.port:
+            raise ValueError(f"grpcPort {self.grpc_port} is the REST port too; give gRPC a port of its own")
+        return self
 
 
 class ImageSection(_Section):

@@ -105,6 +105,8 @@ class ModelServiceArgs:
     """Pinned by digest (repo@sha256:...); checked here when known, at apply time otherwise."""
     version: str = "unversioned"
     port: int = 8080
+    grpc_port: int | None = None
+    """Also serve the Open Inference Protocol's gRPC service on this port (container and Service)."""
     replicas: int = 1
     cpu: str = "1"
     memory: str = "1Gi"
@@ -166,7 +168,7 @@ class ModelServiceArgs:
                             analysis if r.analysis else None, r.timeout_s, cfg.cluster.context)
         return cls(
             namespace=cfg.namespace, model_name=cfg.model_name, instance=cfg.namespace, image=image, version=version,
-            port=s.port, replicas=s.replicas, cpu=s.cpu, memory=s.memory, cpu_limit=s.cpu_limit,
+            port=s.port, grpc_port=s.grpc_port, replicas=s.replicas, cpu=s.cpu, memory=s.memory, cpu_limit=s.cpu_limit,
             memory_limit=s.memory_limit, gpu=s.gpu, max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms, max_queue_size=s.max_queue_size,
             autoscaling=Autoscaling(auto.min_replicas, auto.max_replicas, auto.target_cpu_utilization,
@@ -190,6 +192,8 @@ class ModelServiceArgs:
             "MAX_QUEUE_SIZE": self.max_queue_size, "GRACEFUL_TIMEOUT_S": DRAIN_S,
             "SHUTDOWN_DELAY_S": SHUTDOWN_DELAY_S,
         }
+        if self.grpc_port is not None:
+            values["GRPC_PORT"] = self.grpc_port
         return {ENV_PREFIX + k: str(v) for k, v in values.items()}
 
 
@@ -260,7 +264,9 @@ class ModelService(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=select,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=args.port, target_port="http", protocol="TCP")],
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=args.port, target_port="http", protocol="TCP")]
+                + ([k8s.core.v1.ServicePortArgs(name="grpc", port=args.grpc_port, target_port="grpc", protocol="TCP",
+                                                app_protocol="kubernetes.io/h2c")] if args.grpc_port else []),
             ),
             opts=child,
         )
@@ -417,7 +423,9 @@ class ModelService(pulumi.ComponentResource):
                     name="server",
                     image=self._pinned(args.image),
                     image_pull_policy="IfNotPresent",  # pinned by digest: the content cannot change
-                    ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=args.port, protocol="TCP")],
+                    ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=args.port, protocol="TCP")]
+                    + ([k8s.core.v1.ContainerPortArgs(name="grpc", container_port=args.grpc_port, protocol="TCP")]
+                       if args.grpc_port else []),
                     env_from=[k8s.core.v1.EnvFromSourceArgs(
                         config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=config_map))],
                     # In the template, not the shared ConfigMap: only the new revision's pods misbehave.
@@ -517,9 +525,11 @@ class ModelService(pulumi.ComponentResource):
 
     def _network_policy(self, name: str, args: ModelServiceArgs, metadata: k8s.meta.v1.ObjectMetaArgs,
                         select: dict[str, str], child: pulumi.ResourceOptions) -> None:
-        """Ingress only to the serving port; metrics (same port) from the monitoring namespace. Egress only to
-        the cluster DNS: the model is in the image, so a server that reaches out anywhere else is not ours."""
-        port = [k8s.networking.v1.NetworkPolicyPortArgs(port=args.port, protocol="TCP")]
+        """Ingress only to the serving ports (REST, gRPC where enabled); metrics (REST port) from the monitoring
+        namespace. Egress only to the cluster DNS: the model is in the image, so a server that reaches out
+        anywhere else is not ours."""
+        port = [k8s.networking.v1.NetworkPolicyPortArgs(port=p, protocol="TCP")
+                for p in (args.port, args.grpc_port) if p is not None]
         callers = sorted({args.namespace, *args.allowed_ingress_namespaces})
         rules = [k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=port, from_=from_namespaces(callers))]
         if args.monitoring_namespace:

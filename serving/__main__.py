@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--model", dest="model_dir", help="directory with model.onnx and report.json")
     p.add_argument("--port", type=int, help="TCP port (0: any free port)")
+    p.add_argument("--grpc-port", type=int, help="also serve gRPC (v2 GRPCInferenceService) on this port")
     p.add_argument("--name", dest="model_name", help="model name (default: report.json 'name')")
     p.add_argument("--host", help="address to listen on")
     return p.parse_args(argv)

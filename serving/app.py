@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,53 +21,33 @@ from serving import __version__, protocol
 from serving.batching import Batcher
 from serving.errors import (
     BadRequest,
-    InjectedFault,
-    ModelNotFound,
     PayloadTooLarge,
     ServingError,
-    Unavailable,
     error_response,
     handle_exception,
     json_response,
 )
-from serving.metrics import CONTENT_TYPE, UNKNOWN_MODEL, Metrics
+from serving.grpc_service import EXTENSIONS, GrpcServer
+from serving.metrics import CONTENT_TYPE
 from serving.model import Model
 from serving.openapi import document
 from serving.settings import Settings
+from serving.state import ServerState
 from serving.timeouts import BodyDeadlines
 
 log = logging.getLogger("serving")
 OFFLOAD_BYTES = 1 << 20  # bodies from this size are decoded on a worker thread
+BINARY_HEADER = "Inference-Header-Content-Length"  # the binary tensor data extension's
 
 
-class ServerState:
-    """What the routes share. ``ready`` is true only between warm-up and the first SIGTERM."""
-
-    def __init__(self, settings: Settings, model: Model | None):
-        self.settings = settings
-        self.model = model
-        self.batcher: Batcher | None = None
-        self.metrics = Metrics()
-        self.deadlines = BodyDeadlines(settings.body_timeout_s)
-        self.ready = False
-        self.draining = False
-
-    def set_ready(self, ready: bool) -> None:
-        self.ready = ready
-        if self.model is not None:
-            self.metrics.ready.labels(self.model.name).set(1 if ready else 0)
-
-    def begin_drain(self) -> None:
-        """SIGTERM: stop advertising readiness at once; requests keep being served until the server closes."""
-        self.draining = True
-        self.set_ready(False)
-
-    def require(self, name: str) -> tuple[Model, Batcher]:
-        if self.model is None or self.batcher is None:
-            raise Unavailable("the model is not loaded yet")
-        if name != self.model.name:
-            raise ModelNotFound(f"unknown model {name[:200]!r}; this server serves {self.model.name!r}")
-        return self.model, self.batcher
+def binary_header_length(value: str, body_size: int) -> int:
+    """The JSON part's size a binary-extension request declares, checked against the body."""
+    if not value.isdigit():
+        raise BadRequest(f"{BINARY_HEADER} must be a byte count, got {value[:40]!r}")
+    size = int(value)
+    if size > body_size:
+        raise BadRequest(f"{BINARY_HEADER} {size} is past the end of the {body_size}-byte body")
+    return size
 
 
 async def read_body(request: Request, limit: int, deadlines: BodyDeadlines) -> bytes:
@@ -130,6 +110,8 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
     """Build the app. Without ``model`` the lifespan loads (and verifies) it from ``settings.model_dir``."""
     state = ServerState(settings, model)
 
+    grpc_server = GrpcServer(state) if settings.grpc_port is not None else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if state.model is None:
@@ -141,7 +123,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
             m.name, m.digest[:12], m.providers, m.intra_op_threads, m.batchable, seconds,
         )  # fmt: skip
         state.metrics.model_info.labels(m.name, m.digest, ",".join(m.providers), __version__).set(1)
-        state.metrics.start_series(m.name)
+        state.metrics.start_series(m.name, ("infer", "predict", "grpc") if grpc_server else ("infer", "predict"))
         state.batcher = Batcher(
             m,
             state.metrics,
@@ -153,37 +135,32 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         )
         state.batcher.start()
         state.deadlines.start()
+        if grpc_server is not None:  # same event loop, batcher, metrics and limits as the REST routes
+            await grpc_server.start(settings.host, settings.grpc_port or 0)
+            app.state.grpc_port = grpc_server.port
         state.set_ready(not state.draining)  # a SIGTERM during warm-up keeps us unready
         try:
             yield
         finally:
             state.set_ready(False)
+            if grpc_server is not None:  # in-flight calls finish within the graceful timeout
+                await grpc_server.stop(settings.graceful_timeout_s)
             await state.deadlines.stop()
             await state.batcher.close()
-
-    def model_label(name: str) -> str:
-        return name if state.model is not None and name == state.model.name else UNKNOWN_MODEL
 
     def inference(
         endpoint: str, handle: Callable[[Request], Awaitable[Response]], name_of: Callable[[Request], str]
     ) -> Callable[[Request], Awaitable[Response]]:
         """Wrap an inference route with its metrics; errors become {"error": ...} responses."""
-        metrics = state.metrics
-        # labels() costs microseconds per call: keep the bound children (a handful: low cardinality).
-        children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        inflight_children: dict[str, Any] = {}
-        fault_ratio = settings.fault_error_ratio
+        series = state.series
 
         async def route(request: Request) -> Response:
-            label = model_label(name_of(request))
+            label = state.model_label(name_of(request))
             start = time.perf_counter()
-            inflight = inflight_children.get(label)
-            if inflight is None:
-                inflight = inflight_children[label] = metrics.inflight.labels(label)
+            inflight = series.inflight(label)
             inflight.inc()
             try:
-                if fault_ratio and random.random() < fault_ratio:  # tests only: no need for a secure random
-                    raise InjectedFault(f"injected fault (fault_error_ratio={fault_ratio}); a setting for tests only")
+                state.maybe_inject_fault()
                 response = await handle(request)
             except ServingError as e:
                 response = error_response(e)
@@ -191,15 +168,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
                 response = await handle_exception(request, e)
             finally:
                 inflight.dec()
-            key = (label, response.status_code)
-            pair = children.get(key)
-            if pair is None:
-                pair = children[key] = (
-                    metrics.requests.labels(label, endpoint, str(response.status_code)),
-                    metrics.request_duration.labels(label, endpoint),
-                )
-            pair[0].inc()
-            pair[1].observe(time.perf_counter() - start)
+            series.observe(label, endpoint, response.status_code, time.perf_counter() - start)
             return response
 
         return route
@@ -209,6 +178,11 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
     ) -> protocol.InferRequest:
         body = await read_body(request, settings.max_body_bytes, state.deadlines)
         args = (m, settings.max_elements, settings.allow_nonfinite)
+        header = request.headers.get("inference-header-content-length")
+        if header is not None:  # the binary tensor data extension: JSON, then raw tensor bytes
+            json_size = binary_header_length(header, len(body))
+            view = memoryview(body)
+            return decoder(protocol.parse_json(view[:json_size]), *args, binary=view[json_size:])
         if len(body) < OFFLOAD_BYTES:
             return decoder(protocol.parse_json(body), *args)
         # Parsing megabytes of JSON takes milliseconds: keep the loop (health probes, other requests) moving.
@@ -218,7 +192,15 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         m, batcher = state.require(request.path_params["model_name"])
         req = await decode(request, protocol.decode_infer, m)
         outputs = await batcher.submit(req.feeds, req.rows)
-        return json_response(protocol.encode_infer(m, req, outputs))
+        document, chunks = protocol.encode_infer(m, req, outputs)
+        if not chunks:
+            return json_response(document)
+        head = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(
+            b"".join([head, *chunks]),
+            media_type="application/octet-stream",
+            headers={BINARY_HEADER: str(len(head))},
+        )
 
     async def predict(request: Request) -> Response:
         name = request.path_params.get("model_name")
@@ -236,7 +218,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         return json_response({"live": True, "ready": state.ready}, 200 if state.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return json_response({"name": "modelstack-serving", "version": __version__, "extensions": []})
+        return json_response({"name": "modelstack-serving", "version": __version__, "extensions": EXTENSIONS})
 
     async def model_metadata(request: Request) -> Response:
         m, _ = state.require(request.path_params["model_name"])

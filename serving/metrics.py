@@ -2,7 +2,8 @@
 
 The monitoring component builds alert rules and dashboards from these names; renaming one is a breaking change.
 Labels stay low-cardinality: ``model`` is the served model's name (``_unknown`` for any other name a client
-sends), ``endpoint`` is one of ``infer`` (v2) or ``predict`` (v1), ``code`` is the HTTP status code.
+sends), ``endpoint`` is one of ``infer`` (v2 REST, JSON or binary), ``predict`` (v1) or ``grpc`` (v2 gRPC
+ModelInfer), ``code`` is the HTTP status code (for gRPC, the one the same error gets over REST).
 
 =============================================  =========  ======================  ====================================
 name                                           type       labels                  meaning
@@ -28,6 +29,8 @@ Queue saturation = ``modelstack_queue_depth / modelstack_queue_capacity``; error
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -100,12 +103,39 @@ class Metrics:
             registry=r,
         )
 
-    def start_series(self, model: str) -> None:
+    def start_series(self, model: str, endpoints: tuple[str, ...] = ("infer", "predict")) -> None:
         """Create the success and 5xx series at 0: rate() cannot see the increase that creates a series,
         so without this a pod's first requests would be missing from the error ratio (or skew it)."""
-        for endpoint in ("infer", "predict"):
+        for endpoint in endpoints:
             for code in ("200", "500", "503"):
                 self.requests.labels(model, endpoint, code)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestSeries:
+    """The request metrics' children, bound once per label set: labels() costs microseconds per call,
+    and the label sets are few (low cardinality)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self._inflight: dict[str, Any] = {}
+        self._done: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def inflight(self, model: str) -> Any:
+        child = self._inflight.get(model)
+        if child is None:
+            child = self._inflight[model] = self.metrics.inflight.labels(model)
+        return child
+
+    def observe(self, model: str, endpoint: str, code: int, seconds: float) -> None:
+        key = (model, endpoint, code)
+        pair = self._done.get(key)
+        if pair is None:
+            pair = self._done[key] = (
+                self.metrics.requests.labels(model, endpoint, str(code)),
+                self.metrics.request_duration.labels(model, endpoint),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)

@@ -1,6 +1,10 @@
 """Open Inference Protocol v2 (and KServe v1 ``instances``) JSON <-> numpy, with every check a client can fail.
 
-Validation happens here, before a request is queued, so one bad request can never poison a batch.
+v2 requests may use the binary tensor data extension (Triton's and KServe's): the body is the JSON
+request (``Inference-Header-Content-Length`` bytes) followed by the raw bytes of each input whose
+``parameters`` give a ``binary_data_size``, in input order; outputs come back the same way when asked
+(``binary_data_output`` for all, or an output's ``binary_data``). Validation happens here, before a
+request is queued, so one bad request can never poison a batch.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.model import Model, TensorSpec
+from serving.tensor_bytes import from_bytes, to_bytes
 
 DATATYPES = frozenset(
     ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
@@ -29,9 +34,10 @@ class InferRequest:
     feeds: dict[str, np.ndarray]
     rows: int  # size of the batch dimension (1 when the model cannot batch)
     output_names: list[str]
+    binary_outputs: frozenset[str] = frozenset()  # outputs answered as raw bytes (binary extension)
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | memoryview) -> Any:
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
@@ -46,7 +52,7 @@ def _names(items: Any) -> str:
     return ", ".join(repr(i) for i in items[:_MAX_ERROR_LIST]) + more
 
 
-def _check_shape(spec: TensorSpec, shape: Any) -> tuple[int, ...]:
+def check_shape(spec: TensorSpec, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"input {spec.name!r}: 'shape' must be a list of integers")
     if len(shape) != len(spec.shape) or any(m != -1 and d != m for d, m in zip(shape, spec.shape, strict=False)):
@@ -54,6 +60,13 @@ def _check_shape(spec: TensorSpec, shape: Any) -> tuple[int, ...]:
     if any(d < 1 for d in shape):
         raise BadRequest(f"input {spec.name!r}: shape {shape} has a dimension below 1")
     return tuple(shape)
+
+
+def check_datatype(spec: TensorSpec, datatype: Any) -> None:
+    if datatype not in DATATYPES:
+        raise BadRequest(f"input {spec.name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
+    if datatype != spec.datatype:
+        raise BadRequest(f"input {spec.name!r}: datatype {datatype} given, the model expects {spec.datatype}")
 
 
 def to_array(
@@ -93,7 +106,7 @@ def to_array(
         if arr.size > budget:
             raise BadRequest(f"input {spec.name!r}: {arr.size} elements, more than the {budget} allowed")
         shape = arr.shape
-        _check_shape(spec, list(shape))
+        check_shape(spec, list(shape))
     elif arr.size != math.prod(shape):
         raise BadRequest(
             f"input {spec.name!r}: data has {arr.size} elements but shape {list(shape)} needs {math.prod(shape)}"
@@ -105,7 +118,7 @@ def to_array(
     return out
 
 
-def _rows(model: Model, feeds: dict[str, np.ndarray]) -> int:
+def batch_rows(model: Model, feeds: dict[str, np.ndarray]) -> int:
     if not model.batchable:
         return 1
     sizes = {a.shape[0] for a in feeds.values()}
@@ -114,7 +127,7 @@ def _rows(model: Model, feeds: dict[str, np.ndarray]) -> int:
     return sizes.pop()
 
 
-def _check_names(model: Model, given: list[str]) -> None:
+def check_names(model: Model, given: list[str]) -> None:
     expected = set(model.input_by_name)
     missing, extra = expected - set(given), set(given) - expected
     if extra:
@@ -125,7 +138,25 @@ def _check_names(model: Model, given: list[str]) -> None:
         raise BadRequest("an input is given more than once")
 
 
-def decode_infer(body: Any, model: Model, max_elements: int, allow_nonfinite: bool) -> InferRequest:
+def _parameters(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: 'parameters' must be a JSON object")
+    return value
+
+
+def _binary_size(spec: TensorSpec, parameters: dict[str, Any]) -> int | None:
+    size = parameters.get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise BadRequest(f"input {spec.name!r}: 'binary_data_size' must be a non-negative integer")
+    return size
+
+
+def decode_infer(
+    body: Any, model: Model, max_elements: int, allow_nonfinite: bool, binary: memoryview | None = None
+) -> InferRequest:
+    """A v2 request; ``binary`` is what follows the JSON when the binary extension is used."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' array")
     inputs = body.get("inputs")
@@ -136,30 +167,52 @@ def decode_infer(body: Any, model: Model, max_elements: int, allow_nonfinite: bo
     names = [t.get("name") for t in inputs]
     if not all(isinstance(n, str) for n in names):
         raise BadRequest("each input needs a string 'name'")
-    _check_names(model, names)
+    check_names(model, names)
     feeds: dict[str, np.ndarray] = {}
-    budget = max_elements
+    budget, offset = max_elements, 0
     for t in inputs:
         spec = model.input_by_name[t["name"]]
-        datatype = t.get("datatype")
-        if datatype not in DATATYPES:
-            raise BadRequest(f"input {spec.name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
-        if datatype != spec.datatype:
-            raise BadRequest(f"input {spec.name!r}: datatype {datatype} given, the model expects {spec.datatype}")
-        if "data" not in t:
-            raise BadRequest(f"input {spec.name!r}: 'data' is missing")
-        shape = _check_shape(spec, t.get("shape"))
-        feeds[spec.name] = to_array(spec, t["data"], shape, budget, allow_nonfinite)
+        check_datatype(spec, t.get("datatype"))
+        shape = check_shape(spec, t.get("shape"))
+        size = (
+            _binary_size(spec, _parameters(f"input {spec.name!r}", t.get("parameters"))) if "parameters" in t else None
+        )
+        if size is None:
+            if "data" not in t:
+                raise BadRequest(f"input {spec.name!r}: 'data' is missing")
+            feeds[spec.name] = to_array(spec, t["data"], shape, budget, allow_nonfinite)
+        else:
+            if "data" in t:
+                raise BadRequest(f"input {spec.name!r}: both 'data' and 'binary_data_size' given; send one")
+            if binary is None:
+                raise BadRequest(
+                    f"input {spec.name!r}: 'binary_data_size' given, but the request has no "
+                    "Inference-Header-Content-Length header saying where its binary data starts"
+                )
+            if offset + size > len(binary):
+                raise BadRequest(
+                    f"input {spec.name!r}: binary_data_size {size} runs past the body "
+                    f"({len(binary) - offset} bytes of binary data left)"
+                )
+            feeds[spec.name] = from_bytes(spec, shape, binary[offset : offset + size], budget, allow_nonfinite)
+            offset += size
         budget -= feeds[spec.name].size
+    if binary is not None and offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs' binary_data_size")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
-    return InferRequest(request_id, feeds, _rows(model, feeds), _requested_outputs(model, body.get("outputs")))
+    names, binary_outputs = requested_outputs(model, body.get("outputs"), body.get("parameters"))
+    return InferRequest(request_id, feeds, batch_rows(model, feeds), names, binary_outputs)
 
 
-def _requested_outputs(model: Model, outputs: Any) -> list[str]:
+def requested_outputs(model: Model, outputs: Any, parameters: Any) -> tuple[list[str], frozenset[str]]:
+    """The outputs asked for, and those to answer as raw bytes."""
+    everything = _parameters("request", parameters).get("binary_data_output", False)
+    if not isinstance(everything, bool):
+        raise BadRequest("'binary_data_output' must be true or false")
     if outputs is None:
-        return model.output_names
+        return model.output_names, frozenset(model.output_names if everything else ())
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
@@ -168,7 +221,16 @@ def _requested_outputs(model: Model, outputs: Any) -> list[str]:
     unknown = set(names) - set(model.output_names)
     if unknown:
         raise BadRequest(f"unknown output(s) {_names(unknown)}; the model produces {_names(model.output_names)}")
-    return names
+    binary = set(names) if everything else set()
+    for o in outputs:
+        p = _parameters(f"output {o['name']!r}", o.get("parameters"))
+        if p.get("classification"):
+            raise BadRequest(f"output {o['name']!r}: the 'classification' extension is not supported")
+        flag = p.get("binary_data", everything)
+        if not isinstance(flag, bool):
+            raise BadRequest(f"output {o['name']!r}: 'binary_data' must be true or false")
+        (binary.add if flag else binary.discard)(o["name"])
+    return names, frozenset(binary)
 
 
 def _data(arr: np.ndarray) -> Any:
@@ -176,18 +238,23 @@ def _data(arr: np.ndarray) -> Any:
     return arr.tolist() if arr.dtype == object else np.ascontiguousarray(arr).reshape(-1)
 
 
-def encode_infer(model: Model, req: InferRequest, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+def encode_infer(model: Model, req: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[bytes]]:
+    """The response document and, for outputs asked for in binary, their raw bytes in output order."""
     by_name = {s.name: s for s in model.outputs}
-    response: dict[str, Any] = {
-        "model_name": model.name,
-        "outputs": [
-            {"name": n, "datatype": by_name[n].datatype, "shape": list(outputs[n].shape), "data": _data(outputs[n])}
-            for n in req.output_names
-        ],
-    }
+    tensors, chunks = [], []
+    for n in req.output_names:
+        arr = outputs[n]
+        tensor: dict[str, Any] = {"name": n, "datatype": by_name[n].datatype, "shape": list(arr.shape)}
+        if n in req.binary_outputs:
+            chunks.append(to_bytes(arr))
+            tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            tensor["data"] = _data(arr)
+        tensors.append(tensor)
+    response: dict[str, Any] = {"model_name": model.name, "outputs": tensors}
     if req.id is not None:
         response["id"] = req.id
-    return response
+    return response, chunks
 
 
 def decode_predict(body: Any, model: Model, max_elements: int, allow_nonfinite: bool) -> InferRequest:
@@ -202,7 +269,7 @@ def decode_predict(body: Any, model: Model, max_elements: int, allow_nonfinite: 
     else:
         if not all(isinstance(i, dict) for i in instances):
             raise BadRequest("with several model inputs, each instance must be an object keyed by input name")
-        _check_names(model, list(instances[0]))
+        check_names(model, list(instances[0]))
         columns = {}
         for name in model.input_by_name:
             try:
@@ -216,7 +283,7 @@ def decode_predict(body: Any, model: Model, max_elements: int, allow_nonfinite: 
     for name, data in columns.items():
         feeds[name] = to_array(model.input_by_name[name], data, None, budget, allow_nonfinite)
         budget -= feeds[name].size
-    return InferRequest(None, feeds, _rows(model, feeds), model.output_names)
+    return InferRequest(None, feeds, batch_rows(model, feeds), model.output_names)
 
 
 def encode_predict(model: Model, outputs: dict[str, np.ndarray]) -> dict[str, Any]:

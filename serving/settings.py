@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve the Open Inference Protocol's gRPC API (inference.GRPCInferenceService) on this "
+        "port (0 picks a free one); unset: REST only. Same model, batcher, limits and metrics as REST.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="Execution provider: 'cuda' requires CUDAExecutionProvider, 'auto' uses it when the "

@@ -127,6 +127,8 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:serving.autoscaling.metric", "monitoring.mode is 'none'"]),
     ("fault-ratio-above-one", "local", setting("serving.faultErrorRatio", 1.5),
      ["modelstack:serving.faultErrorRatio", "less than or equal to 1"]),
+    ("grpc-on-the-rest-port", "local", setting("serving.grpcPort", 8080),
+     ["modelstack:serving", "grpcPort 8080 is the REST port too"]),
 ]
 
 

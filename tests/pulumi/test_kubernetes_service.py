@@ -269,6 +269,26 @@ def test_the_fault_setting_reaches_only_the_new_revisions_pods(program):
     assert revision(run) != revision(plain) and revision(plain) == revision(program("local"))  # stable when unchanged
 
 
+def test_grpc_port_is_exposed_where_the_stack_enables_it(program):
+    """serving.grpcPort: the server's setting, a container port, a Service port (h2c) and the policy's ingress."""
+    plain = program("local")
+    assert [p["name"] for p in _obj(plain, "Service")["spec"]["ports"]] == ["http"]
+    assert not [k for k in _obj(plain, "ConfigMap")["data"] if "GRPC" in k]
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:serving"]["grpcPort"] = 8081
+    run = program("local", config=cfg)
+    assert _obj(run, "ConfigMap")["data"][ENV_PREFIX + "GRPC_PORT"] == "8081"
+    assert "grpc_port" in Settings.model_fields  # the server reads that very variable
+    _, container = _pod(run)
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"] == _pod(plain)[1]["readinessProbe"]  # probes unchanged (REST)
+    (grpc_port,) = [p for p in _obj(run, "Service")["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc_port == {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+                         "appProtocol": "kubernetes.io/h2c"}
+    policy = _obj(run, "NetworkPolicy")
+    assert all({"port": 8081, "protocol": "TCP"} in rule["ports"] for rule in policy["spec"]["ingress"])
+
+
 def test_a_canarys_analysis_may_query_prometheus_through_its_network_policy(program):
     """The Argo Rollouts controller asks Prometheus from its own namespace: its policy lets that namespace in."""
     def prometheus_peers(run) -> list[dict]:

@@ -17,6 +17,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models.write_model_dir(models.linear_model()[0], root / "linear", "linear")
     models.write_model_dir(models.multi_model(), root / "multi", "multi")
     models.write_model_dir(models.fixed_model(), root / "fixed", "fixed")
+    models.write_model_dir(models.strings_model(), root / "strings", "strings")
     models.write_model_dir(models.heavy_model(width=1024, layers=32), root / "slow", "slow")
     models.write_model_dir(models.digits_cnn_onnx(), root / "digits", "digits")
     return root

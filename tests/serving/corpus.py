@@ -99,3 +99,32 @@ MULTI_CASES: list[tuple[str, bytes, int, str]] = [
     ("batch sizes disagree", _multi(2, shape=[2, 2], data=[1.0, 2.0, 3.0, 4.0]), 400, "batch"),
     ("index out of range (ORT rejects)", _multi(0, data=[1, 2, 99]), 400, "rejected"),
 ]
+
+
+# The binary tensor data extension on the "linear" model: (id, Inference-Header-Content-Length, body, status, words).
+def _binary(raw: bytes, size: int | None = None, header_extra: int = 0, **changes: object) -> tuple[str, bytes]:
+    tensor = {"name": "x", "shape": [1, 16], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+    if size is not None:
+        tensor["parameters"] = {"binary_data_size": size}
+    head = json.dumps({"inputs": [{**tensor, **changes}]}).encode()
+    return str(len(head) + header_extra), head + raw
+
+
+_ROW = b"\x00\x00\x00\x3f" * 16  # sixteen 0.5s, little-endian FP32
+
+BINARY_CASES: list[tuple[str, str, bytes, int, str]] = [
+    ("header past the body", *_binary(_ROW, header_extra=10_000), 400, "past the end"),
+    ("header not a number", "12x", _binary(_ROW)[1], 400, "byte count"),
+    ("header cuts the json", str(len(_binary(_ROW)[1]) - len(_ROW) - 5), _binary(_ROW)[1], 400, "malformed JSON"),
+    ("bytes short of shape x dtype", *_binary(_ROW[:60]), 400, "needs 64"),
+    ("bytes beyond shape x dtype", *_binary(_ROW + b"\x00" * 4), 400, "needs 64"),
+    ("size past the body (truncated)", *_binary(_ROW[:32], size=64), 400, "runs past the body"),
+    ("bytes left after the inputs", *_binary(_ROW + b"\x00" * 4, size=64), 400, "follow"),
+    ("unknown datatype", *_binary(_ROW, datatype="FLOAT32"), 400, "unknown datatype"),
+    ("size not an integer", *_binary(_ROW, size="64"), 400, "binary_data_size"),  # type: ignore[arg-type]
+    ("data and binary both", *_binary(_ROW, data=[0.5] * 16), 400, "both"),
+    ("NaN in binary data", *_binary(b"\x00\x00\xc0\x7f" * 16), 400, "NaN"),
+    ("huge shape in binary", *_binary(_ROW, shape=[10**12, 16]), 400, "elements"),
+]
+# Without the header, a binary_data_size has no bytes to point at.
+NO_HEADER_BINARY = _binary(_ROW)[1][: -len(_ROW)]  # the JSON part alone

@@ -69,6 +69,15 @@ def multi_model() -> onnx.ModelProto:
     )
 
 
+def strings_model() -> onnx.ModelProto:
+    """A string tensor in and out (BYTES over the protocol): text [N, 2] -> same [N, 2]."""
+    return _model(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", 2])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["N", 2])],
+    )
+
+
 def fixed_model() -> onnx.ModelProto:
     """No free batch dimension: x [1, 4] -> y [1, 4]; the server must not batch it."""
     return _model(

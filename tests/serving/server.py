@@ -27,6 +27,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "serving", "--model", str(model_dir), "--port", "0", "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
         self.port = 0
+        self.grpc_port = 0  # with grpc_port=0 among the settings: the port it took
 
     @property
     def url(self) -> str:
@@ -41,11 +42,13 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
             if not self.port:
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.logs())
+                m = re.search(r"serving listening on 127\.0\.0\.1:(\d+)", self.logs())
                 self.port = int(m.group(1)) if m else 0
             if self.port:
                 try:
                     if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                        m = re.search(r"gRPC .* listening on 127\.0\.0\.1:(\d+)", self.logs())  # started before ready
+                        self.grpc_port = int(m.group(1)) if m else 0
                         return
                 except httpx.TransportError:
                     pass

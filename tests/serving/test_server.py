@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from tests.serving import models
-from tests.serving.corpus import CASES
+from tests.serving.corpus import BINARY_CASES, CASES
 from tests.serving.server import ServerProcess, metric
 
 Start = Callable[..., ServerProcess]
@@ -144,6 +144,11 @@ def test_malformed_corpus_never_5xx(model_root: Path, start_server: Start) -> No
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for case_id, path, body, status, _ in CASES:
             r = client.post(path, content=body)
+            assert r.status_code == status, (case_id, r.text)
+            assert "error" in r.json()
+        for case_id, header, body, status, _ in BINARY_CASES:
+            headers = {"Inference-Header-Content-Length": header}
+            r = client.post("/v2/models/linear/infer", content=body, headers=headers)
             assert r.status_code == status, (case_id, r.text)
             assert "error" in r.json()
         r = client.post("/v2/models/linear/infer", content=b"0" * (1024 * 1024 + 1))  # Content-Length over the limit
