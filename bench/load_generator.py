@@ -1,12 +1,15 @@
-"""Closed-loop HTTP load from wrk, the load generator for every throughput window in the benchmarks.
+"""Closed-loop load for every throughput window in the benchmarks: wrk for HTTP/1.1, ghz for gRPC.
 
 wrk is C with one event-loop thread: it drives 8 keep-alive connections on a small share of one core.
 A pool of Python http.client threads needed about a whole core of the two this machine has, so the server
 under test lost CPU and formed half-full batches; wrk leaves the CPU to the server (and to MLServer alike).
+gRPC needs HTTP/2, which wrk does not speak: ghz (Go, built from its module on first use, limited to one
+CPU like wrk's one thread) drives the same number of connections, one call in flight on each.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -15,14 +18,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-POST_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
-wrk.body = f:read("*a")
-f:close()
-"""
+JSON_HEADERS = {"Content-Type": "application/json"}
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.93.0"
+TOOLS = Path(__file__).resolve().parents[1] / ".cache" / "tools"  # git-ignored
 
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -62,12 +62,24 @@ def parse(text: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), int(total.group(1)), _latency_ms(text, 50), _latency_ms(text, 99))
 
 
-def wrk(port: int, path: str, payload: bytes, connections: int, seconds: float) -> WrkResult:
+def post_script(headers: dict[str, str]) -> str:
+    """The wrk script POSTing the body in $WRK_BODY_FILE with ``headers``."""
+    set_headers = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    read_body = ['local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))', 'wrk.body = f:read("*a")', "f:close()"]
+    return "\n".join(['wrk.method = "POST"', *set_headers, *read_body]) + "\n"
+
+
+POST_SCRIPT = post_script(JSON_HEADERS)
+
+
+def wrk(
+    port: int, path: str, payload: bytes, connections: int, seconds: float, headers: dict[str, str] = JSON_HEADERS
+) -> WrkResult:
     """``connections`` keep-alive connections POSTing ``payload`` back to back for ``seconds`` (whole, >= 1)."""
     with tempfile.TemporaryDirectory() as tmp:
         body, script = Path(tmp) / "body.json", Path(tmp) / "post.lua"
         body.write_bytes(payload)
-        script.write_text(POST_SCRIPT)
+        script.write_text(post_script(headers))
         cmd = [wrk_executable(), "-t1", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency"]
         cmd += ["--timeout", "30s", "-s", str(script), f"http://127.0.0.1:{port}{path}"]
         proc = subprocess.run(
@@ -77,3 +89,44 @@ def wrk(port: int, path: str, payload: bytes, connections: int, seconds: float) 
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return parse(proc.stdout)
+
+
+def ghz_executable() -> str:
+    """ghz on PATH, else the one built here from its Go module (needs Go and the module proxy, once)."""
+    found = shutil.which("ghz")
+    if found:
+        return found
+    built = TOOLS / "ghz-v0.93.0" / "ghz"
+    if not built.is_file():
+        if not shutil.which("go"):
+            raise SystemExit("the gRPC load comes from ghz: put it on PATH, or install Go so it can be built")
+        print(f"building ghz from {GHZ_MODULE} ...", flush=True)
+        env = {**os.environ, "GOBIN": str(built.parent)}
+        subprocess.run(["go", "install", GHZ_MODULE], env=env, check=True, timeout=900)
+    return str(built)
+
+
+def ghz(port: int, method: str, proto: Path, message: bytes, connections: int, seconds: float) -> WrkResult:
+    """``connections`` HTTP/2 connections, one unary call in flight on each, sending the serialized
+    ``message`` to ``method`` (package.Service.Method) back to back for ``seconds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "message.bin"
+        data.write_bytes(message)
+        cmd = [ghz_executable(), "--insecure", "--proto", str(proto), "--import-paths", str(proto.parent)]
+        cmd += ["--call", method, "-B", str(data), "-c", str(connections), "--connections", str(connections)]
+        cmd += ["--cpus", "1", "-z", f"{max(1, math.ceil(seconds))}s", "-O", "json", f"127.0.0.1:{port}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return parse_ghz(json.loads(proc.stdout))
+
+
+def parse_ghz(report: dict[str, Any]) -> WrkResult:
+    """ghz's JSON report -> WrkResult; failed calls are an error, except the few cut off when the window
+    closes its connections ("transport is closing")."""
+    errors = {k: v for k, v in (report.get("errorDistribution") or {}).items() if "transport is closing" not in k}
+    if errors:
+        raise RuntimeError(f"failed calls under load: {errors}")
+    latency = {row["percentage"]: row["latency"] / 1e6 for row in report.get("latencyDistribution") or []}
+    ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
+    return WrkResult(float(report["rps"]), int(ok), latency[50], latency[99])

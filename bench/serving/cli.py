@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=2000, help="latency samples per engine")
     ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: the server's default)")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of alternating measurement windows")
-    ap.add_argument("--only", choices=["overhead", "batching", "mlserver"], help="run one part")
+    ap.add_argument("--only", choices=["overhead", "batching", "mlserver", "forms"], help="run one part")
     ap.add_argument("--mlserver", type=Path, help="mlserver executable (its own venv) to compare against")
     ap.add_argument("--example", choices=sorted(EXAMPLES), help="run on this example's int8-dynamic artifact")
     ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="soak the text example (alone)")

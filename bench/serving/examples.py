@@ -14,6 +14,7 @@ import numpy as np
 
 from bench.serving.batching import batching
 from bench.serving.forms import RequestForm
+from bench.serving.forms_compare import compare_forms
 from bench.serving.measure import Settings
 from bench.serving.mlserver import compare_example
 from bench.serving.overhead import overhead
@@ -76,6 +77,8 @@ def run_example(name: str, forms: list[RequestForm], only: str | None, run: Sett
     if name == "text" and only in (None, "batching"):
         for form in forms:
             batching(name, model_dir, model, inputs, form, run)
+    if only in (None, "forms"):
+        compare_forms(name, model_dir, model, inputs, forms, run)
     if run.mlserver and only in (None, "mlserver"):
         latency_requests = max(50, run.requests // (4 if name == "digits" else 20))
         for form in forms:

@@ -3,20 +3,13 @@
 A form is one small object: it encodes a request once (``encode``), opens a connection that does single
 round trips for latency loops (``connect``), and drives a closed-loop load window (``load``). Every
 comparison in this benchmark runs once per selected form (``--form``), against every engine that serves it
-(``port`` returns None for an engine that does not).
+(``port`` returns None for an engine that does not). The forms of the Open Inference Protocol v2:
 
-JSON REST (Open Inference Protocol v2, ``POST /v2/models/{name}/infer``) is the one form so far. To add one,
-subclass ``RequestForm`` and register an instance in ``FORMS``; the next ones planned:
-
-- REST with the binary tensor extension (Triton/KServe): the JSON header followed by the raw tensor
-  bytes, ``Inference-Header-Content-Length: <JSON header length>``, content type
-  ``application/octet-stream``; an ``HttpForm`` with its own ``encode`` (the wrk script in
-  ``bench/load_generator.py`` sends ``Content-Type: application/json`` only: give ``wrk`` the request's
-  headers first; ``HttpForm.load`` refuses other headers until then).
-- gRPC (v2 ``inference.GRPCInferenceService/ModelInfer``) on the server's ``grpc_port`` (``server_env``
-  ``{"grpc_port": 0}``; its messages: serving/grpc_predict_v2.proto): ``encode`` holds a
-  serialized ``ModelInferRequest``, ``connect`` a channel with a unary call, ``load`` another closed-loop
-  generator than wrk (which speaks HTTP/1.1 only), e.g. ghz or h2load.
+- ``rest-json``: ``POST /v2/models/{name}/infer`` with the tensors as JSON lists;
+- ``rest-binary``: the same path with the binary tensor data extension (Triton/KServe): the JSON header,
+  then the raw tensor bytes (``Inference-Header-Content-Length``), outputs asked back in binary;
+- ``grpc``: ``inference.GRPCInferenceService/ModelInfer`` with ``raw_input_contents``, on the server's
+  gRPC port; load from ghz (wrk speaks HTTP/1.1 only).
 """
 
 from __future__ import annotations
@@ -27,12 +20,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+import grpc
 import numpy as np
 
-from bench.load_generator import WrkResult, wrk
-from bench.serving.servers import ServerProcess
-
-JSON_HEADERS = {"Content-Type": "application/json"}  # what bench.load_generator.wrk sends
+from bench.load_generator import JSON_HEADERS, WrkResult, ghz, wrk
+from bench.serving.servers import REPO, MLServer, ServerProcess
 
 
 @dataclass(frozen=True)
@@ -107,12 +99,14 @@ class HttpForm(RequestForm):
         return _HttpConnection(port)
 
     def load(self, port: int, request: Request, connections: int, seconds: float) -> WrkResult:
-        if request.headers != JSON_HEADERS:
-            raise NotImplementedError(f"bench/load_generator.wrk sends {JSON_HEADERS} only, not {request.headers}")
-        return wrk(port, request.path, request.body, connections, seconds)
+        return wrk(port, request.path, request.body, connections, seconds, request.headers)
 
 
 DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+def _tensor(name: str, x: np.ndarray) -> dict[str, object]:
+    return {"name": name, "shape": list(x.shape), "datatype": DATATYPES[str(x.dtype)]}
 
 
 class JsonRest(HttpForm):
@@ -122,11 +116,71 @@ class JsonRest(HttpForm):
     title = "JSON REST"
 
     def encode(self, model: str, inputs: dict[str, np.ndarray]) -> Request:
-        tensors = [
-            {"name": name, "shape": list(x.shape), "datatype": DATATYPES[str(x.dtype)], "data": x.ravel().tolist()}
-            for name, x in inputs.items()
-        ]
+        tensors = [{**_tensor(name, x), "data": x.ravel().tolist()} for name, x in inputs.items()]
         return Request(f"/v2/models/{model}/infer", json.dumps({"inputs": tensors}).encode(), dict(JSON_HEADERS))
 
 
-FORMS: dict[str, RequestForm] = {form.name: form for form in (JsonRest(),)}
+class BinaryRest(HttpForm):
+    """The binary tensor data extension: JSON header + raw bytes in, raw bytes out (tritonclient's default)."""
+
+    name = "rest-binary"
+    title = "binary REST"
+
+    def port(self, server: ServerProcess) -> int | None:
+        return None if isinstance(server, MLServer) else server.port  # MLServer does not speak it
+
+    def encode(self, model: str, inputs: dict[str, np.ndarray]) -> Request:
+        tensors = [{**_tensor(name, x), "parameters": {"binary_data_size": x.nbytes}} for name, x in inputs.items()]
+        head = json.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}}).encode()
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+        body = head + b"".join(np.ascontiguousarray(x).tobytes() for x in inputs.values())
+        return Request(f"/v2/models/{model}/infer", body, headers)
+
+
+class _GrpcConnection:
+    def __init__(self, port: int):
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._calls: dict[str, grpc.UnaryUnaryMultiCallable] = {}
+
+    def round_trip(self, request: Request) -> None:
+        call = self._calls.get(request.path)
+        if call is None:  # bytes in, bytes out: no message classes on the client's side of the timing
+            call = self._calls[request.path] = self._channel.unary_unary(request.path)
+        try:
+            call(request.body, timeout=60)
+        except grpc.RpcError as e:
+            raise BadResponse(str(e.code())) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class Grpc(RequestForm):
+    """v2 gRPC ModelInfer with raw_input_contents, on the server's gRPC port."""
+
+    name = "grpc"
+    title = "gRPC"
+    over_http = False
+    server_env: ClassVar[dict[str, object]] = {"grpc_port": 0}
+    PROTO = REPO / "serving" / "grpc_predict_v2.proto"
+
+    def port(self, server: ServerProcess) -> int | None:
+        return server.grpc_port or None
+
+    def encode(self, model: str, inputs: dict[str, np.ndarray]) -> Request:
+        from serving.grpc_service import pb  # the protocol's messages (our server's copy of the .proto)
+
+        tensors = [pb.ModelInferRequest.InferInputTensor(**_tensor(name, x)) for name, x in inputs.items()]
+        raw = [np.ascontiguousarray(x).tobytes() for x in inputs.values()]
+        message = pb.ModelInferRequest(model_name=model, inputs=tensors, raw_input_contents=raw)
+        return Request("/inference.GRPCInferenceService/ModelInfer", message.SerializeToString())
+
+    def connect(self, port: int) -> Connection:
+        return _GrpcConnection(port)
+
+    def load(self, port: int, request: Request, connections: int, seconds: float) -> WrkResult:
+        method = request.path.strip("/").replace("/", ".")
+        return ghz(port, method, self.PROTO, request.body, connections, seconds)
+
+
+FORMS: dict[str, RequestForm] = {form.name: form for form in (JsonRest(), BinaryRest(), Grpc())}

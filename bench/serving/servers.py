@@ -86,24 +86,32 @@ class Server(ServerProcess):
             self.port = int(m.group(1)) if m else 0
             if not self.port:
                 return False
-            if m := re.search(r"gRPC .*listening on 127\.0\.0\.1:(\d+)", text):  # with grpc_port set
-                self.grpc_port = int(m.group(1))
         try:
             c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             c.request("GET", "/v2/health/ready")
-            return c.getresponse().status == 200
+            if c.getresponse().status != 200:
+                return False
         except OSError:
             return False
+        # With grpc_port set, gRPC is listening by the time the server is ready.
+        if m := re.search(r"gRPC .*listening on 127\.0\.0\.1:(\d+)", self.log.read_text()):
+            self.grpc_port = int(m.group(1))
+        return True
 
-    def mean_batch(self) -> float:
-        """Mean batch size so far, from the server's batch-size histogram on /metrics."""
+    def batch_totals(self) -> tuple[float, float]:
+        """(rows, session.run calls) so far, from the server's batch-size histogram on /metrics."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         c.request("GET", "/metrics")
         text = c.getresponse().read().decode()
         total = re.search(r"^modelstack_batch_size_sum\S* (\S+)$", text, re.M)
         count = re.search(r"^modelstack_batch_size_count\S* (\S+)$", text, re.M)
         assert total and count, text
-        return float(total.group(1)) / float(count.group(1))
+        return float(total.group(1)), float(count.group(1))
+
+    def mean_batch(self) -> float:
+        """Mean batch size so far."""
+        rows, calls = self.batch_totals()
+        return rows / calls
 
 
 MLSERVER_RUNTIME = """

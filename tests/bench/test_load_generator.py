@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from bench.load_generator import parse, wrk
+from bench.load_generator import parse, parse_ghz, wrk
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -17,10 +17,13 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes
     status = 200
     seen: ClassVar[list[tuple[str, str, bytes]]] = []  # a fresh list per test (the fixture subclasses)
+    binary_headers: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append((self.path, self.headers["Content-Type"], body))
+        if "Inference-Header-Content-Length" in self.headers:
+            self.binary_headers.append(self.headers["Inference-Header-Content-Length"])
         reply = b'{"ok": true}'
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
@@ -34,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[int, type[_Handler]]]:
-    handler = type("Handler", (_Handler,), {"seen": [], "status": 200})
+    handler = type("Handler", (_Handler,), {"seen": [], "binary_headers": [], "status": 200})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -79,3 +82,25 @@ Requests/sec:    617.00
     assert (result.requests, result.rps, result.p50_ms, result.p99_ms) == (1234, 617.0, 0.75, 1500.0)
     with pytest.raises(RuntimeError, match="socket errors"):
         parse(out + "  Socket errors: connect 0, read 3, write 0, timeout 0\n")
+
+
+def test_posts_the_forms_own_headers(server: tuple[int, type[_Handler]]) -> None:
+    """The binary tensor form sends its own Content-Type and Inference-Header-Content-Length."""
+    port, handler = server
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}
+    wrk(port, "/v2/models/m/infer", b"{}\x00\x01", connections=1, seconds=1, headers=headers)
+    assert {(ctype, body) for _, ctype, body in handler.seen} == {("application/octet-stream", b"{}\x00\x01")}
+    assert set(handler.binary_headers) == {"2"}
+
+
+def test_parse_ghz_reads_rate_and_latency_and_rejects_failed_calls() -> None:
+    report = {
+        "rps": 812.5, "statusCodeDistribution": {"OK": 1625, "Unavailable": 3},
+        "errorDistribution": {"rpc error: code = Unavailable desc = transport is closing": 3},
+        "latencyDistribution": [{"percentage": 50, "latency": 750_000}, {"percentage": 99, "latency": 1_500_000_000}],
+    }  # fmt: skip
+    result = parse_ghz(report)
+    assert (result.requests, result.rps, result.p50_ms, result.p99_ms) == (1625, 812.5, 0.75, 1500.0)
+    report["errorDistribution"] = {"rpc error: code = InvalidArgument desc = input 'x'": 1}
+    with pytest.raises(RuntimeError, match="failed calls under load"):
+        parse_ghz(report)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from bench.serving.forms import FORMS, BadResponse, JsonRest, Request
+from bench.serving.forms import FORMS, BadResponse, BinaryRest, Grpc, JsonRest
 from bench.serving.measure import Percentiles, latency
 from bench.serving.overhead import overhead_report
 
@@ -95,7 +95,20 @@ def test_http_round_trips_time_each_request_and_reject_failures(server: tuple[in
         latency(form, port, request, 1, warmup=0)
 
 
-def test_http_load_refuses_headers_that_wrk_does_not_send() -> None:
-    octet = Request("/v2/models/m/infer", b"", {"Content-Type": "application/octet-stream"})
-    with pytest.raises(NotImplementedError, match="load_generator"):
-        JsonRest().load(1, octet, 8, 1)
+def test_binary_and_grpc_forms_carry_the_same_tensor_as_json() -> None:
+    x = np.arange(6, dtype=np.int64).reshape(1, 6)
+    binary = BinaryRest().encode("m", {"ids": x})
+    size = int(binary.headers["Inference-Header-Content-Length"])
+    head = json.loads(binary.body[:size])
+    assert head["inputs"] == [
+        {"name": "ids", "shape": [1, 6], "datatype": "INT64", "parameters": {"binary_data_size": 48}}
+    ]
+    assert head["parameters"] == {"binary_data_output": True}
+    assert np.array_equal(np.frombuffer(binary.body[size:], np.int64).reshape(1, 6), x)
+    rpc = Grpc().encode("m", {"ids": x})
+    from serving.grpc_service import pb
+
+    message = pb.ModelInferRequest.FromString(rpc.body)
+    assert (message.model_name, message.inputs[0].name, list(message.inputs[0].shape)) == ("m", "ids", [1, 6])
+    assert np.array_equal(np.frombuffer(message.raw_input_contents[0], np.int64).reshape(1, 6), x)
+    assert rpc.path == "/inference.GRPCInferenceService/ModelInfer"
