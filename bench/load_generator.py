@@ -123,8 +123,8 @@ def ghz(port: int, method: str, proto: Path, message: bytes, connections: int, s
 
 def parse_ghz(report: dict[str, Any]) -> WrkResult:
     """ghz's JSON report -> WrkResult; failed calls are an error, except the few cut off when the window
-    closes its connections ("transport is closing")."""
-    errors = {k: v for k, v in (report.get("errorDistribution") or {}).items() if "transport is closing" not in k}
+    closes its connections ("transport is closing", "the client connection is closing")."""
+    errors = {k: v for k, v in (report.get("errorDistribution") or {}).items() if "is closing" not in k}
     if errors:
         raise RuntimeError(f"failed calls under load: {errors}")
     latency = {row["percentage"]: row["latency"] / 1e6 for row in report.get("latencyDistribution") or []}

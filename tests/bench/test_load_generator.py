@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
-
 import pytest
 
 from bench.load_generator import parse, parse_ghz, wrk
+from tests.bench.conftest import RecordingHandler
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as wrk expects
-    disable_nagle_algorithm = True  # headers and body go out in two writes
-    status = 200
-    seen: ClassVar[list[tuple[str, str, bytes]]] = []  # a fresh list per test (the fixture subclasses)
-    binary_headers: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.seen.append((self.path, self.headers["Content-Type"], body))
-        if "Inference-Header-Content-Length" in self.headers:
-            self.binary_headers.append(self.headers["Inference-Header-Content-Length"])
-        reply = b'{"ok": true}'
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[int, type[_Handler]]]:
-    handler = type("Handler", (_Handler,), {"seen": [], "binary_headers": [], "status": 200})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1], handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
-
-
-def test_posts_the_body_and_reports_rate_and_latency(server: tuple[int, type[_Handler]]) -> None:
+def test_posts_the_body_and_reports_rate_and_latency(server: tuple[int, type[RecordingHandler]]) -> None:
     port, handler = server
     result = wrk(port, "/v2/models/m/infer", b'{"inputs": []}', connections=2, seconds=1)
     # wrk counts completed requests; the ones in flight when the window closes reached the server too
@@ -61,7 +20,7 @@ def test_posts_the_body_and_reports_rate_and_latency(server: tuple[int, type[_Ha
     assert 0 < result.p50_ms <= result.p99_ms
 
 
-def test_non_2xx_responses_are_an_error_not_a_figure(server: tuple[int, type[_Handler]]) -> None:
+def test_non_2xx_responses_are_an_error_not_a_figure(server: tuple[int, type[RecordingHandler]]) -> None:
     port, handler = server
     handler.status = 503
     with pytest.raises(RuntimeError, match="non-2xx responses under load"):
@@ -84,7 +43,7 @@ Requests/sec:    617.00
         parse(out + "  Socket errors: connect 0, read 3, write 0, timeout 0\n")
 
 
-def test_posts_the_forms_own_headers(server: tuple[int, type[_Handler]]) -> None:
+def test_posts_the_forms_own_headers(server: tuple[int, type[RecordingHandler]]) -> None:
     """The binary tensor form sends its own Content-Type and Inference-Header-Content-Length."""
     port, handler = server
     headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}

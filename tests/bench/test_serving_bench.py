@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ import pytest
 from bench.serving.forms import FORMS, BadResponse, BinaryRest, Grpc, JsonRest
 from bench.serving.measure import Percentiles, latency
 from bench.serving.overhead import overhead_report
+from tests.bench.conftest import RecordingHandler
 
 
 def test_percentiles_are_of_the_samples_in_ms() -> None:
@@ -55,36 +53,7 @@ def test_json_rest_encodes_the_v2_request() -> None:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    status = 200
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(self.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[int, type[_Handler]]]:
-    handler = type("Handler", (_Handler,), {"status": 200})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1], handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
-
-
-def test_http_round_trips_time_each_request_and_reject_failures(server: tuple[int, type[_Handler]]) -> None:
+def test_http_round_trips_time_each_request_and_reject_failures(server: tuple[int, type[RecordingHandler]]) -> None:
     port, handler = server
     form = JsonRest()
     request = form.encode("m", {"x": np.zeros((1, 2), np.float32)})
