@@ -106,6 +106,29 @@ class CloseWhileDraining:
         await self.app(scope, receive, send_closing)
 
 
+class InferFastPath:
+    """``POST /v2/models/{name}/infer``, the route every inference takes, served without Starlette's router
+    and exception middleware (tens of microseconds a request: a fifth of what the whole server adds on a
+    small model); ``route`` turns every error into its JSON response itself. Anything else goes on to
+    Starlette. Pure ASGI, inside CloseWhileDraining."""
+
+    PREFIX, SUFFIX = "/v2/models/", "/infer"
+
+    def __init__(self, app: Callable[..., Awaitable[None]], route: Callable[[Request], Awaitable[Response]]):
+        self.app, self.route = app, route
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "POST" and path.startswith(self.PREFIX):
+            name = path[len(self.PREFIX) : -len(self.SUFFIX)] if path.endswith(self.SUFFIX) else ""
+            if name and "/" not in name:
+                scope["path_params"] = {"model_name": name}
+                response = await self.route(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, model: Model | None = None) -> Starlette:
     """Build the app. Without ``model`` the lifespan loads (and verifies) it from ``settings.model_dir``."""
     state = ServerState(settings, model)
@@ -242,8 +265,9 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
     def default_name(request: Request) -> str:
         return state.model.name if state.model is not None else ""
 
-    routes = [  # hot routes first: Starlette tries them in order
-        Route("/v2/models/{model_name}/infer", inference("infer", infer, path_name), methods=["POST"]),
+    infer_route = inference("infer", infer, path_name)
+    routes = [  # hot routes first: Starlette tries them in order (InferFastPath takes POSTs to infer first)
+        Route("/v2/models/{model_name}/infer", infer_route, methods=["POST"]),
         Route("/predict", inference("predict", predict, default_name), methods=["POST"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
@@ -256,7 +280,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     handlers = {HTTPException: handle_exception, ServingError: handle_exception, Exception: handle_exception}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                    middleware=[Middleware(CloseWhileDraining, state=state)])
+    middleware = [Middleware(CloseWhileDraining, state=state), Middleware(InferFastPath, route=infer_route)]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
     app.state.serving = state
     return app
