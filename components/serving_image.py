@@ -12,6 +12,7 @@ output `ref` pins the pushed image by digest.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -91,12 +92,35 @@ def prepare_context(args: ServingImageArgs, digest: str) -> str:
 
 
 def context_digest(context: str | Path) -> str:
-    """sha256 over the build context's files (paths and bytes): changes with the server code too."""
-    h = hashlib.sha256()
+    """sha256 over the build context's files (paths and bytes): changes with the server code too.
+
+    Every preview and `up` pass asks for it, and the context holds the wheelhouse (tens of MB): the digest
+    is kept beside the context (DIR.digest) with the files' paths, sizes and mtimes it was taken from, and
+    reading those again (a stat per file) is enough while none of them changed."""
     root = Path(context)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    listing = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        listing.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    cache = root.with_name(root.name + ".digest")
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("files") == listing.hexdigest():
+            return str(cached["sha256"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass  # none yet, or unreadable: hash the files
+    h = hashlib.sha256()
+    for path in files:
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    digest = h.hexdigest()
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}")  # another stack's preview may write it too
+    try:
+        partial.write_text(json.dumps({"files": listing.hexdigest(), "sha256": digest}) + "\n")
+        os.replace(partial, cache)
+    except OSError:
+        pass  # a read-only checkout: hashed again next time
+    return digest
 
 
 def image_tag(repository: str, model_digest: str, context: str | Path, variant: str) -> str:

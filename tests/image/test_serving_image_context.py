@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from artifacts.store import ArtifactStoreError, LocalStore
-from components.serving_image import ServingImageArgs, image_tag, prepare_context
+from components.serving_image import ServingImageArgs, context_digest, image_tag, prepare_context
 from serving.context import source_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,3 +111,18 @@ print(prepare_context(args, {digest!r}))
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (Path(proc.stdout.strip()) / "model" / "model.onnx").is_file()
+
+
+def test_the_context_digest_is_kept_beside_it_and_taken_again_when_a_file_changes(tmp_path):
+    digest = publish_artifact(tmp_path / "store")
+    context = Path(prepare_context(args_for(tmp_path), digest))
+    first = context_digest(context)
+    kept = context.with_name(context.name + ".digest")
+    assert json.loads(kept.read_text())["sha256"] == first and not (context / kept.name).exists()
+    assert context_digest(context) == first  # from the kept digest: the files' sizes and mtimes match
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "sha256": "0" * 64}))
+    assert context_digest(context) == "0" * 64  # (it is the kept one that was read)
+    (context / "serving" / "app.py").write_text("# changed server code\n")
+    assert context_digest(context) not in (first, "0" * 64)
+    kept.write_text("not json")
+    assert context_digest(context) == context_digest(context)
