@@ -73,7 +73,7 @@ def test_probes_rollout_and_shutdown(program, stack):
     port = stack_config(stack)["modelstack:serving"].get("port", 8080)
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
     assert annotations["prometheus.io/port"] == str(port)
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": port, "protocol": "TCP"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -271,17 +271,17 @@ def test_the_fault_setting_reaches_only_the_new_revisions_pods(program):
 
 def test_grpc_port_is_exposed_where_the_stack_enables_it(program):
     """serving.grpcPort: the server's setting, a container port, a Service port (h2c) and the policy's ingress."""
-    plain = program("local")
+    assert "grpcPort" not in stack_config("dev")["modelstack:serving"]
+    plain = program("dev")
     assert [p["name"] for p in _obj(plain, "Service")["spec"]["ports"]] == ["http"]
     assert not [k for k in _obj(plain, "ConfigMap")["data"] if "GRPC" in k]
-    cfg = copy.deepcopy(stack_config("local"))
-    cfg["modelstack:serving"]["grpcPort"] = 8081
-    run = program("local", config=cfg)
+    assert [p["name"] for p in _pod(plain)[1]["ports"]] == ["http"]
+    run = program("local")  # Pulumi.local.yaml: grpcPort 8081
     assert _obj(run, "ConfigMap")["data"][ENV_PREFIX + "GRPC_PORT"] == "8081"
     assert "grpc_port" in Settings.model_fields  # the server reads that very variable
     _, container = _pod(run)
     assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
-    assert container["readinessProbe"] == _pod(plain)[1]["readinessProbe"]  # probes unchanged (REST)
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"  # probes stay on REST
     (grpc_port,) = [p for p in _obj(run, "Service")["spec"]["ports"] if p["name"] == "grpc"]
     assert grpc_port == {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
                          "appProtocol": "kubernetes.io/h2c"}
