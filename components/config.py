@@ -244,6 +244,8 @@ class ServingSection(_Section):
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=1000.0)
     max_queue_size: int = Field(256, ge=1, le=100_000)
+    # Batches the server runs at once (0: one per CPU of the pod's limit, each single-threaded; 1 on a GPU).
+    compute_workers: int = Field(0, ge=0, le=256)
     autoscaling: AutoscalingSection = AutoscalingSection()
     pdb: PdbSection = PdbSection()
     allowed_ingress_namespaces: list[str] = Field(default_factory=list)

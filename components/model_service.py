@@ -116,6 +116,8 @@ class ModelServiceArgs:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 256
+    compute_workers: int = 0
+    """Batches the server runs at once; 0: the server's default (one per CPU, 1 on a GPU)."""
     autoscaling: Autoscaling | None = None
     pdb_min_available: int | None = None
     allowed_ingress_namespaces: tuple[str, ...] = ()
@@ -171,6 +173,7 @@ class ModelServiceArgs:
             port=s.port, grpc_port=s.grpc_port, replicas=s.replicas, cpu=s.cpu, memory=s.memory, cpu_limit=s.cpu_limit,
             memory_limit=s.memory_limit, gpu=s.gpu, max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms, max_queue_size=s.max_queue_size,
+            compute_workers=s.compute_workers,
             autoscaling=Autoscaling(auto.min_replicas, auto.max_replicas, auto.target_cpu_utilization,
                                     auto.scale_up_window_s, auto.scale_down_window_s, auto.metric,
                                     auto.target_queue_depth)
@@ -194,6 +197,8 @@ class ModelServiceArgs:
         }
         if self.grpc_port is not None:
             values["GRPC_PORT"] = self.grpc_port
+        if self.compute_workers:  # unset keeps the pod template of stacks that leave it alone
+            values["COMPUTE_WORKERS"] = self.compute_workers
         return {ENV_PREFIX + k: str(v) for k, v in values.items()}
 
 

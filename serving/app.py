@@ -142,8 +142,8 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
         m = state.model
         seconds = await asyncio.to_thread(m.warmup, settings.warmup_runs, settings.max_batch_size)
         log.info(
-            "model %r digest %s providers %s threads %d batchable %s warmed up in %.3fs",
-            m.name, m.digest[:12], m.providers, m.intra_op_threads, m.batchable, seconds,
+            "model %r digest %s providers %s workers %d x threads %d batchable %s warmed up in %.3fs",
+            m.name, m.digest[:12], m.providers, m.threads.workers, m.threads.intra_op, m.batchable, seconds,
         )  # fmt: skip
         state.metrics.model_info.labels(m.name, m.digest, ",".join(m.providers), __version__).set(1)
         state.metrics.start_series(m.name, ("infer", "predict", "grpc") if grpc_server else ("infer", "predict"))
@@ -155,6 +155,7 @@ def create_app(settings: Settings, model: Model | None = None) -> Starlette:
             settings.max_queue_size,
             settings.retry_after_s,
             settings.inline_compute_ms / 1000.0,
+            m.threads.workers,
         )
         state.batcher.start()
         state.deadlines.start()

@@ -1,11 +1,15 @@
 """Dynamic batching with Triton's semantics.
 
-Requests queue (bounded: a full queue raises QueueFull -> 503 + Retry-After). One worker takes the oldest
-request and, while the batch has room, adds queued requests whose non-batch shapes match, waiting at most
-``max_queue_delay`` from the oldest request's arrival for more. The rows are concatenated along dimension 0,
-run once on a single compute thread (ORT parallelises inside the op; two runs at once would only fight for
-the same cores), and split back. Whatever queues while the model is busy joins the next batch, so batching
-pays off under load even with a zero delay.
+Requests queue (bounded: a full queue raises QueueFull -> 503 + Retry-After). One batch forms at a time: it
+takes the oldest request and, while the batch has room, adds queued requests whose non-batch shapes match,
+waiting at most ``max_queue_delay`` from the oldest request's arrival for more. The rows are concatenated
+along dimension 0, run once on a compute thread, and split back. Whatever queues while the model is busy
+joins the next batch, so batching pays off under load even with a zero delay.
+
+``workers`` batches may run at once, each on its own thread over the one session (Triton's instance count):
+on CPU, single-threaded runs side by side serve more rows than one run spread over every core
+(docs/benchmarks.md). With several workers a batch takes its share of what waits (the rows over the
+workers), so a worker set free finds some, and it waits for more only while every other worker is busy.
 
 Models whose runs average under ``inline_compute_s`` run on the event-loop thread instead: the hand-off to
 a thread and back costs more than the run itself, and a blocked loop for a fraction of a millisecond is harmless.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +68,7 @@ class Batcher:
         max_queue_size: int,
         retry_after_s: int,
         inline_compute_s: float = 0.0,
+        workers: int = 1,
     ):
         self.model = model
         self.metrics = metrics
@@ -72,10 +78,12 @@ class Batcher:
         self.retry_after_s = retry_after_s
         self.queue: deque[Job] = deque()
         self._wakeup = asyncio.Event()
+        self._forming = asyncio.Lock()  # one batch forms at a time; the others wait for theirs
         self._closed = False
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ort-run")
+        self._running = 0  # batches being formed or run
+        self.workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ort-run")
         self.inline_compute_s = inline_compute_s
         self.compute_ewma_s = float("inf")  # unknown until measured: hand off
         label = model.name
@@ -88,18 +96,18 @@ class Batcher:
 
     @property
     def healthy(self) -> bool:
-        """False once the worker task has died (it never should: every batch error is caught)."""
-        return self._task is None or not self._task.done() or self._closed
+        """False once a worker task has died (it never should: every batch error is caught)."""
+        return self._closed or not any(task.done() for task in self._tasks)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop(), name=f"batcher-{i}") for i in range(self.workers)]
 
     async def close(self) -> None:
         """Finish everything queued, then stop."""
         self._closed = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        await asyncio.gather(*self._tasks)
         self._executor.shutdown(wait=True)
 
     async def submit(self, feeds: dict[str, np.ndarray], rows: int) -> Outputs:
@@ -107,7 +115,7 @@ class Batcher:
             raise Unavailable("the server is shutting down")
         if len(self.queue) >= self.max_queue_size:
             raise QueueFull(f"the request queue is full ({self.max_queue_size} waiting)", self.retry_after_s)
-        if not self.queue and not self._busy and self.compute_ewma_s < self.inline_compute_s:
+        if not self.queue and not self._running and self.compute_ewma_s < self.inline_compute_s:
             # Idle and cheap: run right here, skipping the queue and two task switches. Nothing else runs on
             # the loop meanwhile, so no other request can slip in between.
             self._queue_duration.observe(0.0)
@@ -123,28 +131,38 @@ class Batcher:
 
     async def _loop(self) -> None:
         while True:
-            if not self.queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            self._busy = True  # collecting or running: new requests must queue, not run inline
-            try:
+            async with self._forming:
+                while not self.queue:
+                    if self._closed:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                self._running += 1  # forming or running: new requests must queue, not run inline
                 jobs = await self._collect()
                 self._queue_depth.set(len(self.queue))
+            try:
                 if jobs:
                     await self._execute(jobs)
             finally:
-                self._busy = False
+                self._running -= 1
+                self._wakeup.set()  # a batch waiting to fill while every worker was busy may now run
+
+    def _limit(self, rows: int) -> int:
+        """Rows a batch that holds ``rows`` may grow to. One worker takes all it can. Several take a share
+        of what waits (the batch's rows and the queue's, over the workers), so a worker about to be free
+        finds some: on CPU, runs side by side serve more rows than one bigger batch."""
+        if self.workers == 1:
+            return self.max_batch_size
+        waiting = rows + sum(job.rows for job in self.queue)
+        return min(self.max_batch_size, max(rows, math.ceil(waiting / self.workers)))
 
     def _take(self, jobs: list[Job], rows: int) -> int:
-        key, keep = jobs[0].key, deque[Job]()
+        key, keep, limit = jobs[0].key, deque[Job](), self._limit(rows)
         while self.queue:
             job = self.queue.popleft()
             if job.future.done():  # caller went away
                 continue
-            if rows + job.rows <= self.max_batch_size and job.key == key:
+            if rows + job.rows <= limit and job.key == key:
                 jobs.append(job)
                 rows += job.rows
             else:
@@ -161,7 +179,8 @@ class Batcher:
             return jobs
         deadline = head.enqueued + self.max_queue_delay_s
         rows = self._take(jobs, head.rows)
-        while rows < self.max_batch_size and not self._closed:
+        # Wait for more only while every other worker is busy: a free one would run them at once.
+        while rows < self._limit(rows) and not self._closed and self._running >= self.workers:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -208,7 +227,7 @@ class Batcher:
             return _ort_error(e)
 
     def _compute(self, jobs: list[Job]) -> list[Outputs | ServingError]:
-        """Runs on the compute thread (or inline for cheap models)."""
+        """Runs on a compute thread (or inline for cheap models)."""
         if len(jobs) == 1:
             return [self._compute_one(jobs[0].feeds, jobs[0].rows)]
         feeds = {name: np.concatenate([j.feeds[name] for j in jobs]) for name in jobs[0].feeds}

@@ -106,22 +106,44 @@ def choose_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def threads_from(settings: Settings, threads: int) -> str:
-    """Where the intra-op thread count came from, for the start-up log."""
-    if settings.intra_op_threads:
-        return "the intra_op_threads setting"
+def cpus_from(cpus: int) -> str:
+    """Where the CPU count came from, for the start-up log."""
     limit = cgroup_cpu_limit()
-    if limit is not None and max(1, math.ceil(limit)) == threads:
+    if limit is not None and max(1, math.ceil(limit)) == cpus:
         return "the container CPU limit"
     return "the CPUs this process may use"
 
 
-def log_runtime(settings: Settings, report: dict[str, Any], threads: int) -> None:
+@dataclass(frozen=True)
+class Threads:
+    """How the model's runs use the CPUs: `workers` runs at once, each over `intra_op` threads."""
+
+    workers: int
+    intra_op: int
+    cpus: int
+
+    @classmethod
+    def choose(cls, settings: Settings, providers: list[str]) -> Threads:
+        # Concurrent single-threaded runs outdo one run spread over every core on CPU (docs/benchmarks.md);
+        # one GPU runs one batch at a time well.
+        cpus = available_cpus()
+        workers = settings.compute_workers or (1 if providers[0] == "CUDAExecutionProvider" else cpus)
+        return cls(workers, settings.intra_op_threads or max(1, cpus // workers), cpus)
+
+    def describe(self, settings: Settings) -> str:
+        def given(name: str) -> str:
+            return f" (the {name} setting)" if getattr(settings, name) else ""
+
+        return (f"{self.cpus} CPUs ({cpus_from(self.cpus)}), compute workers {self.workers}{given('compute_workers')}, "
+                f"intra-op threads {self.intra_op}{given('intra_op_threads')}")
+
+
+def log_runtime(settings: Settings, report: dict[str, Any], threads: Threads) -> None:
     """Once at start-up: the ISA and threads int8 latency depends on, and a model built for another CPU."""
     isa = detect_isa()
     log.info(
-        "onnxruntime %s on %s, intra-op threads %d (from %s), inter-op %d",
-        ort.__version__, describe(isa), threads, threads_from(settings, threads), settings.inter_op_threads,
+        "onnxruntime %s on %s, %s, inter-op %d",
+        ort.__version__, describe(isa), threads.describe(settings), settings.inter_op_threads,
     )  # fmt: skip
     mismatch = build_mismatch(report.get("int8"), isa)
     if mismatch:
@@ -137,16 +159,16 @@ class Model:
         self.digest: str = report["digest"]
         report_name = report.get("name")
         self.name: str = settings.model_name or (report_name if isinstance(report_name, str) else model_dir.name)
-        self.intra_op_threads = settings.intra_op_threads or available_cpus()
+        path, providers = str(model_dir / "model.onnx"), choose_providers(settings.device)
+        self.threads = Threads.choose(settings, providers)
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.intra_op_threads
+        opts.intra_op_num_threads = self.threads.intra_op
         opts.inter_op_num_threads = settings.inter_op_threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
-        path, providers = str(model_dir / "model.onnx"), choose_providers(settings.device)
         try:
             self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
         except Exception as e:  # ORT raises its own pybind types
@@ -159,7 +181,7 @@ class Model:
             except Exception as e2:
                 raise ModelError(f"onnxruntime cannot load {path}: {e2}") from e2
         self.providers: list[str] = self.session.get_providers()
-        log_runtime(settings, report, self.intra_op_threads)
+        log_runtime(settings, report, self.threads)
         self.inputs = [_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_spec(a) for a in self.session.get_outputs()]
         self.input_by_name = {s.name: s for s in self.inputs}

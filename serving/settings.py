@@ -38,10 +38,17 @@ class Settings(BaseSettings):
         description="Execution provider: 'cuda' requires CUDAExecutionProvider, 'auto' uses it when the "
         "installed onnxruntime has it, 'cpu' never does.",
     )
+    compute_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Batches run at once, each on its own thread over the one session (Triton's instance "
+        "count); 0: one per CPU the container may use (cgroup cpu.max) on CPU, 1 on CUDA.",
+    )
     intra_op_threads: int = Field(
         default=0,
         ge=0,
-        description="ONNX Runtime intra-op threads; 0 derives it from the container CPU limit (cgroup cpu.max).",
+        description="ONNX Runtime intra-op threads each run uses; 0: the container's CPUs shared among the "
+        "compute workers (at least 1).",
     )
     inter_op_threads: int = Field(default=1, ge=1, description="ONNX Runtime inter-op threads.")
     intra_op_spinning: bool = Field(

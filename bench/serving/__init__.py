@@ -1,6 +1,7 @@
 """Serving benchmark: prints figures and ratios measured side by side in one run (not a test).
 
-    .venv/bin/python bench/serving_bench.py [--seconds 2] [--rounds 6] [--requests 2000] [--threads N] [--mlserver PATH]
+    .venv/bin/python bench/serving_bench.py [--seconds 2] [--rounds 6] [--requests 2000] [--workers W] [--threads N]
+        [--mlserver PATH]
     .venv/bin/python bench/serving_bench.py --example digits|text [--mlserver PATH]
     .venv/bin/python bench/serving_bench.py --soak SECONDS
     (``python -m bench.serving ...`` from the repository root is the same)
@@ -16,6 +17,9 @@
    installed there too): MLServer serving the same ONNX files through a minimal custom runtime, same
    threads, same clients: latency at batch 1 and req/s at 8 connections with its adaptive batching
    (8 rows, 2 ms).
+Our server runs at its defaults unless ``--workers``/``--threads`` say otherwise: one compute worker per CPU,
+each run single-threaded; in-process ``session.run`` uses the same threads per run, and MLServer (one run at a
+time in its process) as many threads as our workers have together.
 Each engine runs in its own process; only one is measured at a time (idle ones cost no CPU), warm-up first.
 Every req/s window is driven by wrk (one event-loop thread, 8 keep-alive connections; needs Debian's ``wrk``)
 so the load generator takes little of the CPU the servers share; latency at concurrency 1 uses http.client.

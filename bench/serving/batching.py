@@ -47,7 +47,7 @@ def batching(
         for i, (name, (env, _)) in enumerate(CONFIGS.items()):
             log = run.root / f"{model}-batch{i}-{form.name}.log"
             servers[name] = stack.enter_context(
-                Server(model_dir, log, intra_op_threads=run.threads, **env, **form.server_env)
+                Server(model_dir, log, **run.ours, **env, **form.server_env)
             )
             port = form.port(servers[name])
             assert port, f"our server has no port for {form.name}"

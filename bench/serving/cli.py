@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput window")
     ap.add_argument("--requests", type=int, default=2000, help="latency samples per engine")
+    ap.add_argument("--workers", type=int, default=0, help="compute workers (0: the server's default)")
     ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: the server's default)")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of alternating measurement windows")
     ap.add_argument("--only", choices=["overhead", "batching", "mlserver", "forms"], help="run one part")
@@ -47,12 +48,15 @@ def load_average() -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     wrk_executable()  # fail before any server starts
-    threads = args.threads or available_cpus()
+    # The server's defaults (serving/model.py Threads): one worker per CPU, the CPUs shared among them.
+    workers = args.workers or available_cpus()
+    threads = args.threads or max(1, available_cpus() // workers)
     forms = [FORMS[name] for name in args.form or FORMS]
-    print(f"cpus available: {available_cpus()}  ort threads: {threads}  onnxruntime {ort.__version__}")
+    print(f"cpus available: {available_cpus()}  compute workers: {workers}  ort threads: {threads}  "
+          f"onnxruntime {ort.__version__}")  # fmt: skip
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
-        run = Settings(Path(tmp), threads, args.rounds, args.seconds, args.requests, args.mlserver)
+        run = Settings(Path(tmp), threads, args.rounds, args.seconds, args.requests, args.mlserver, workers)
         if args.soak > 0:
             soak(args.soak, forms[0], run)
         elif args.example:

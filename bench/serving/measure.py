@@ -20,11 +20,22 @@ class Settings:
     """What every part of one run shares."""
 
     root: Path  # scratch directory: model dirs, server logs
-    threads: int  # ORT intra-op threads, for every engine
+    threads: int  # ORT intra-op threads of each run
     rounds: int  # rounds of alternating measurement windows
     seconds: float  # length of each throughput window
     requests: int  # latency samples per engine
     mlserver: Path | None  # mlserver executable (its own venv), or None: no MLServer comparison
+    workers: int = 1  # runs at once: our server's compute workers, callers of the in-process ceiling
+
+    @property
+    def ours(self) -> dict[str, int]:
+        """Our server's threading settings."""
+        return {"compute_workers": self.workers, "intra_op_threads": self.threads}
+
+    @property
+    def cpus(self) -> int:
+        """Threads of an engine that runs one model call at a time (MLServer in one process)."""
+        return self.workers * self.threads
 
 
 def pct(samples: Sequence[float], q: float) -> float:
@@ -44,13 +55,42 @@ class Percentiles:
         return cls(pct(samples, 50), pct(samples, 99))
 
 
-def session_latency(model_dir: Path, threads: int, n: int, feeds: dict[str, np.ndarray]) -> list[float]:
-    """In-process ``session.run`` times in s (after warm-up), with the server's session options."""
+def ort_session(model_dir: Path, threads: int) -> ort.InferenceSession:
+    """A session with the server's options."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the server runs it
-    s = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+
+def session_rows_per_s(model_dir: Path, run: Settings, feeds: dict[str, np.ndarray], seconds: float) -> float:
+    """In-process ORT's own rows/s: ``run.workers`` threads calling ``session.run`` on one session at once,
+    as the server's compute workers do, for ``seconds`` after a warm-up."""
+    s = ort_session(model_dir, run.threads)
+    rows = len(next(iter(feeds.values())))
+    calls = [0] * run.workers
+
+    def call(i: int, until: float) -> None:
+        while time.perf_counter() < until:
+            s.run(None, feeds)
+            calls[i] += 1
+
+    for _ in range(20):
+        s.run(None, feeds)
+    until = time.perf_counter() + seconds
+    workers = [threading.Thread(target=call, args=(i, until)) for i in range(run.workers)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(calls) * rows / (time.perf_counter() - start)
+
+
+def session_latency(model_dir: Path, threads: int, n: int, feeds: dict[str, np.ndarray]) -> list[float]:
+    """In-process ``session.run`` times in s (after warm-up), with the server's session options."""
+    s = ort_session(model_dir, threads)
     for _ in range(min(200, max(20, n // 10))):
         s.run(None, feeds)
     times = []

@@ -63,13 +63,13 @@ def compare_mlps(
     """Batch-1 latency on the small MLP; req/s at 8 connections on the heavy one, both engines batching
     (8 rows, 2 ms). ``inputs``: one row per model name."""
     with ExitStack() as stack:
-        t, env = run.threads, form.server_env
+        t, env = run.cpus, form.server_env
         engines: dict[str, tuple[ServerProcess, ServerProcess]] = {
             "ours": (
-                stack.enter_context(Server(small, run.root / f"cmp-small-{form.name}.log", intra_op_threads=t, **env)),
+                stack.enter_context(Server(small, run.root / f"cmp-small-{form.name}.log", **run.ours, **env)),
                 stack.enter_context(
                     Server(
-                        heavy, run.root / f"cmp-heavy-{form.name}.log", intra_op_threads=t, max_queue_delay_ms=2, **env
+                        heavy, run.root / f"cmp-heavy-{form.name}.log", **run.ours, max_queue_delay_ms=2, **env
                     )
                 ),
             ),
@@ -111,11 +111,11 @@ def compare_example(
     with ExitStack() as stack:
         ours = stack.enter_context(
             Server(
-                model_dir, run.root / f"{model}-ours-{form.name}.log", intra_op_threads=run.threads, **form.server_env
+                model_dir, run.root / f"{model}-ours-{form.name}.log", **run.ours, **form.server_env
             )
         )
-        batching = stack.enter_context(MLServer(exe, model_dir, run.root / "mls-b", model, run.threads, batch=True))
-        plain = stack.enter_context(MLServer(exe, model_dir, run.root / "mls-nb", model, run.threads, batch=False))
+        batching = stack.enter_context(MLServer(exe, model_dir, run.root / "mls-b", model, run.cpus, batch=True))
+        plain = stack.enter_context(MLServer(exe, model_dir, run.root / "mls-nb", model, run.cpus, batch=False))
         engines: dict[str, tuple[ServerProcess, ServerProcess]] = {
             "ours": (ours, ours),
             "mlserver batching": (batching, batching),

@@ -30,7 +30,7 @@ def overhead(
         with FloorServer() as floor_server:
             floor = Percentiles.of(latency(form, floor_server.port, request, run.requests))
     with Server(
-        model_dir, run.root / f"{model}-overhead-{form.name}.log", intra_op_threads=run.threads, **form.server_env
+        model_dir, run.root / f"{model}-overhead-{form.name}.log", **run.ours, **form.server_env
     ) as server:
         port = form.port(server)
         assert port, f"our server has no port for {form.name}"

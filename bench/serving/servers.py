@@ -144,9 +144,12 @@ class OnnxModel(MLModel):
 
 class MLServer(ServerProcess):
     """MLServer in its own process and venv, serving one ONNX file through MLSERVER_RUNTIME; ``batch``:
-    its adaptive batching at 8 rows / 2 ms."""
+    its adaptive batching at 8 rows / 2 ms; ``workers``: its parallel inference processes (0: inference in
+    the server process, like ours)."""
 
-    def __init__(self, exe: Path, model_dir: Path, work: Path, name: str, threads: int, batch: bool):
+    def __init__(
+        self, exe: Path, model_dir: Path, work: Path, name: str, threads: int, batch: bool, workers: int = 0
+    ):
         work.mkdir(parents=True, exist_ok=True)
         (work / "onnx_runtime.py").write_text(MLSERVER_RUNTIME)
         settings: dict[str, object] = {"name": name, "implementation": "onnx_runtime.OnnxModel"}
@@ -162,7 +165,7 @@ class MLServer(ServerProcess):
             "MLSERVER_HTTP_PORT": str(self.port),
             "MLSERVER_GRPC_PORT": str(self.grpc_port),
             "MLSERVER_METRICS_PORT": str(free_port()),
-            "MLSERVER_PARALLEL_WORKERS": "0",  # inference in the server process, like ours
+            "MLSERVER_PARALLEL_WORKERS": str(workers),
             "MLSERVER_DEBUG": "false",
         }
         self._log = (work / "mlserver.log").open("wb")

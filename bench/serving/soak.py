@@ -27,7 +27,7 @@ def soak(seconds: float, form: RequestForm, run: Settings) -> None:
     request = form.encode(model, {input_name: x})
     samples: list[tuple[float, float]] = []
     result: dict[str, Any] = {}
-    with Server(model_dir, run.root / "soak.log", intra_op_threads=run.threads, **form.server_env) as server:
+    with Server(model_dir, run.root / "soak.log", **run.ours, **form.server_env) as server:
         port = form.port(server)
         assert port, f"our server has no port for {form.name}"
         form.load(port, request, CONNECTIONS, 2)  # warm-up

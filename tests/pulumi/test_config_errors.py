@@ -129,6 +129,8 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
      ["modelstack:serving.faultErrorRatio", "less than or equal to 1"]),
     ("grpc-on-the-rest-port", "local", setting("serving.grpcPort", 8080),
      ["modelstack:serving", "grpcPort 8080 is the REST port too"]),
+    ("negative-compute-workers", "local", setting("serving.computeWorkers", -1),
+     ["modelstack:serving.computeWorkers", "greater than or equal to 0"]),
 ]
 
 

@@ -289,6 +289,16 @@ def test_grpc_port_is_exposed_where_the_stack_enables_it(program):
     assert all({"port": 8081, "protocol": "TCP"} in rule["ports"] for rule in policy["spec"]["ingress"])
 
 
+def test_compute_workers_reach_the_server_only_where_the_stack_sets_them(program):
+    """serving.computeWorkers: the server's setting; unset, the server's own default and an unchanged ConfigMap."""
+    assert not [k for k in _obj(program("local"), "ConfigMap")["data"] if "WORKERS" in k]
+    cfg = copy.deepcopy(stack_config("local"))
+    cfg["modelstack:serving"]["computeWorkers"] = 1
+    run = program("local", config=cfg)
+    assert _obj(run, "ConfigMap")["data"][ENV_PREFIX + "COMPUTE_WORKERS"] == "1"
+    assert "compute_workers" in Settings.model_fields  # the server reads that very variable
+
+
 def test_a_canarys_analysis_may_query_prometheus_through_its_network_policy(program):
     """The Argo Rollouts controller asks Prometheus from its own namespace: its policy lets that namespace in."""
     def prometheus_peers(run) -> list[dict]:

@@ -31,8 +31,9 @@ with warnings.catch_warnings():  # as in test_app: starlette nudges TestClient u
     from starlette.testclient import TestClient
 
 STARTUP = re.compile(
-    r"^onnxruntime (?P<version>\S+) on (?P<isa>.+), intra-op threads (?P<intra>\d+) \(from (?P<source>[^)]+)\), "
-    r"inter-op (?P<inter>\d+)$"
+    r"^onnxruntime (?P<version>\S+) on (?P<isa>.+), (?P<cpus>\d+) CPUs \((?P<source>[^)]+)\), "
+    r"compute workers (?P<workers>\d+)(?P<workers_set> \(the compute_workers setting\))?, "
+    r"intra-op threads (?P<intra>\d+)(?P<intra_set> \(the intra_op_threads setting\))?, inter-op (?P<inter>\d+)$"
 )
 
 
@@ -133,26 +134,35 @@ def test_server_logs_isa_and_threads_once_at_start_up(tmp_path: Path, caplog: py
     assert line["isa"] == cpu.describe(cpu.detect_isa())
     assert line["source"] in ("the container CPU limit", "the CPUs this process may use")
     assert int(line["inter"]) == 1 and int(line["intra"]) >= 1
+    # By default one single-threaded run per CPU (serving/model.py Threads).
+    assert int(line["workers"]) == int(line["cpus"]) and int(line["intra"]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "built for" in r.getMessage()]
 
 
-def test_thread_source_setting_vs_container_limit(
+def test_threads_from_settings_and_container_limit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="serving")
     d = _model_dir(tmp_path)
-    Model(Settings(model_dir=d, intra_op_threads=3, inter_op_threads=2))
     monkeypatch.setattr(model, "available_cpus", lambda: 2)
-    monkeypatch.setattr(model, "cgroup_cpu_limit", lambda: 1.5)
-    Model(Settings(model_dir=d))
     monkeypatch.setattr(model, "cgroup_cpu_limit", lambda: None)
-    Model(Settings(model_dir=d))
-    got = [(m["intra"], m["source"], m["inter"]) for m in _startup_lines(caplog)]
-    assert got == [
-        ("3", "the intra_op_threads setting", "2"),
-        ("2", "the container CPU limit", "1"),
-        ("2", "the CPUs this process may use", "1"),
+    Model(Settings(model_dir=d, intra_op_threads=3, inter_op_threads=2))
+    Model(Settings(model_dir=d, compute_workers=1))
+    monkeypatch.setattr(model, "available_cpus", lambda: 4)
+    Model(Settings(model_dir=d, compute_workers=3))
+    monkeypatch.setattr(model, "cgroup_cpu_limit", lambda: 3.5)
+    last = Model(Settings(model_dir=d))
+    got = [
+        (m["cpus"], m["source"], m["workers"], bool(m["workers_set"]), m["intra"], bool(m["intra_set"]), m["inter"])
+        for m in _startup_lines(caplog)
     ]
+    assert got == [
+        ("2", "the CPUs this process may use", "2", False, "3", True, "2"),
+        ("2", "the CPUs this process may use", "1", True, "2", False, "1"),  # one run over every CPU
+        ("4", "the CPUs this process may use", "3", True, "1", False, "1"),  # never less than one thread
+        ("4", "the container CPU limit", "4", False, "1", False, "1"),
+    ]
+    assert last.threads.workers == 4 and last.session.get_session_options().intra_op_num_threads == 1
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ def concurrently(n: int, fn: Callable[[int], Any]) -> list[Any]:
 
 
 def test_dynamic_batching_and_metrics(model_root: Path, start_server: Start) -> None:
-    server = start_server(model_root / "linear", max_batch_size=8, max_queue_delay_ms=200)
+    # One compute worker waits out the delay for company (with a second one free it would run each at once).
+    server = start_server(model_root / "linear", max_batch_size=8, max_queue_delay_ms=200, compute_workers=1)
     _, w, b = models.linear_model()
     xs = [np.full((1, 16), i, dtype=np.float32) for i in range(8)]
 
