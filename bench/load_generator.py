@@ -111,7 +111,9 @@ def ghz(port: int, method: str, proto: Path, message: bytes, connections: int, s
     ``message`` to ``method`` (package.Service.Method) back to back for ``seconds``."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "message.bin"
-        data.write_bytes(message)
+        # Length-delimited: ghz first tries to read -B as a run of such messages, and a large message's
+        # own bytes can pass for several.
+        data.write_bytes(_varint(len(message)) + message)
         cmd = [ghz_executable(), "--insecure", "--proto", str(proto), "--import-paths", str(proto.parent)]
         cmd += ["--call", method, "-B", str(data), "-c", str(connections), "--connections", str(connections)]
         cmd += ["--cpus", "1", "-z", f"{max(1, math.ceil(seconds))}s", "-O", "json", f"127.0.0.1:{port}"]
@@ -119,6 +121,15 @@ def ghz(port: int, method: str, proto: Path, message: bytes, connections: int, s
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return parse_ghz(json.loads(proc.stdout))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def parse_ghz(report: dict[str, Any]) -> WrkResult:

@@ -13,6 +13,8 @@ import bench.serving
 from bench.load_generator import wrk_executable
 from bench.serving.examples import EXAMPLES, run_example
 from bench.serving.forms import FORMS
+from bench.serving.image import NAME as IMAGE
+from bench.serving.image import run_image
 from bench.serving.measure import Settings
 from bench.serving.mlp import run_mlps
 from bench.serving.soak import soak
@@ -30,7 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=6, help="rounds of alternating measurement windows")
     ap.add_argument("--only", choices=["overhead", "batching", "mlserver", "forms"], help="run one part")
     ap.add_argument("--mlserver", type=Path, help="mlserver executable (its own venv) to compare against")
-    ap.add_argument("--example", choices=sorted(EXAMPLES), help="run on this example's int8-dynamic artifact")
+    ap.add_argument(
+        "--example",
+        choices=[*sorted(EXAMPLES), IMAGE],
+        help="run on this example's int8-dynamic artifact (image: a synthetic large-tensor model, forms only)",
+    )
     ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="soak the text example (alone)")
     ap.add_argument(
         "--form",
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         run = Settings(Path(tmp), threads, args.rounds, args.seconds, args.requests, args.mlserver, workers)
         if args.soak > 0:
             soak(args.soak, forms[0], run)
+        elif args.example == IMAGE:
+            run_image(forms, run)
         elif args.example:
             run_example(args.example, forms, args.only, run)
         else:

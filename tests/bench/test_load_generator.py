@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.load_generator import parse, parse_ghz, wrk
+from bench.load_generator import _varint, parse, parse_ghz, wrk
 from tests.bench.conftest import RecordingHandler
 
 
@@ -63,3 +63,12 @@ def test_parse_ghz_reads_rate_and_latency_and_rejects_failed_calls() -> None:
     report["errorDistribution"] = {"rpc error: code = InvalidArgument desc = input 'x'": 1}
     with pytest.raises(RuntimeError, match="failed calls under load"):
         parse_ghz(report)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 602_142, 2**31])
+def test_ghz_message_lengths_are_protobuf_varints(size: int) -> None:
+    """ghz reads -B as length-delimited messages first: the prefix must be protobuf's own varint."""
+    from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
+
+    prefix = _varint(size)
+    assert _DecodeVarint(prefix + b"rest", 0) == (size, len(prefix))
